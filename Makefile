@@ -1,0 +1,46 @@
+# Two entry points for a fresh clone: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROVIDERS := $(patsubst %/pyproject.toml,%,$(wildcard providers/*/pyproject.toml))
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+MANIFEST ?= rotation.yaml
+
+.PHONY: run test install dev lint typecheck unit bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rotator needs Python >= 3.11 (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt $(wildcard providers/*/pyproject.toml)
+	$(PIP_INSTALL) -e . $(addprefix -e ,$(PROVIDERS))
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+## run: the daemon on the embedded store with the sample manifest (Ctrl-C to stop)
+run: install
+	$(BIN)/rotator -f $(MANIFEST) daemon
+
+## test: lint, type-check, then the whole suite (2 workers)
+test: dev lint typecheck unit
+
+lint:
+	$(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy rotator
+
+unit:
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .rotator .pytest_cache .mypy_cache .ruff_cache

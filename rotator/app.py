@@ -1,0 +1,132 @@
+"""Wires one process together: manifest, providers, audit log, event bus, notifiers, metrics and engine.
+
+The CLI commands and the daemon both start here, so every entry point audits, logs, counts and notifies
+the same way.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rotator.audit import AuditLog
+from rotator.clock import Clock, utcnow
+from rotator.engine import Engine
+from rotator.events import Event, EventBus, Subscriber
+from rotator.logs import get_logger, redact_text
+from rotator.manifest import Manifest, load_manifest
+from rotator.metrics import METRICS
+from rotator.provider import ProviderSet
+
+__all__ = ["Runtime", "build_runtime", "default_actor"]
+
+log = get_logger("rotator")
+
+
+def default_actor(kind: str = "cli") -> str:
+    """``cli:<user>``, ``cronjob`` or ``daemon``; ``ROTATOR_ACTOR`` overrides (e.g. an incident ticket)."""
+    if override := os.environ.get("ROTATOR_ACTOR"):
+        return override
+    if kind != "cli":
+        return kind
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli:{user}"
+
+
+@dataclass
+class Runtime:
+    """Everything a command needs; ``close()`` flushes notifications and releases connections."""
+
+    manifest: Manifest
+    providers: ProviderSet
+    bus: EventBus
+    audit: AuditLog
+    engine: Engine
+    dispatcher: Any | None = None
+    warnings: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self.warnings.append(redact_text(message))
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.flush(timeout)
+        self.providers.close()
+        self.audit.close()
+
+
+def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: Clock = utcnow,
+                  notify: bool = True, stop_requested: Callable[[], bool] = lambda: False,
+                  manifest: Manifest | None = None) -> Runtime:
+    """Load the manifest (unless given) and assemble a runtime for ``actor``."""
+    manifest = manifest if manifest is not None else load_manifest(manifest_path)
+    audit_config = manifest.model.audit
+    audit = AuditLog(manifest.audit_path, max_bytes=audit_config.max_bytes, keep=audit_config.keep)
+    holder: dict[str, Runtime] = {}
+
+    def on_error(subscriber: Subscriber, event: Event, exc: Exception) -> None:
+        log.warning("subscriber.failed", subscriber=getattr(subscriber, "__name__", type(subscriber).__name__),
+                    event_type=str(event.type), secret=event.secret, error=redact_text(str(exc)))
+
+    bus = EventBus(on_error=on_error)
+    bus.subscribe(audit, critical=True)
+    bus.subscribe(_log_event)
+    providers = manifest.build_providers()
+    engine = Engine(manifest, providers, bus, actor=actor, clock=clock, stop_requested=stop_requested,
+                    audit=audit.append)
+    runtime = Runtime(manifest, providers, bus, audit, engine)
+    holder["rt"] = runtime
+    if notify and manifest.model.notifiers:
+        runtime.dispatcher = _dispatcher(runtime)
+        bus.subscribe(runtime.dispatcher)
+    return runtime
+
+
+def _dispatcher(runtime: Runtime) -> Any:
+    from rotator.notify.dispatch import Dispatcher
+
+    manifest = runtime.manifest
+
+    def routes(secret: str) -> tuple[str, ...]:
+        policy = manifest.secrets.get(secret)
+        if policy is not None:
+            return policy.notify
+        return tuple(manifest.model.defaults.notify or ())
+
+    def on_result(notifier: str, event: Event, result: str, exc: Exception | None) -> None:
+        METRICS.notifications.labels(notifier=notifier, result=result).inc()
+        record: dict[str, Any] = {"type": "notification", "notifier": notifier, "event": str(event.type),
+                                  "secret": event.secret, "result": result,
+                                  "correlation_id": event.correlation_id}
+        if exc is not None:
+            record["error"] = redact_text(str(exc))[:300]
+            runtime.warn(f"notification to '{notifier}' about {event.type} for {event.secret} failed: "
+                         f"{record['error']}")
+        try:
+            runtime.audit.append(record)
+        except OSError as err:
+            log.warning("audit.append_failed", error=str(err))
+
+    return Dispatcher(dict(manifest.model.notifiers), routes, on_result=on_result)
+
+
+def _log_event(event: Event) -> None:
+    fields = event.to_dict()
+    name = fields.pop("event")
+    level = "warning" if name in ("rotation.failed", "rotation.rolled_back", "key.revoked") else "info"
+    getattr(log, level)(name, **fields)
+
+
+def resolve_manifest_path(path: str | None) -> Path:
+    """``-f``, else ``ROTATOR_MANIFEST``, else ``./rotation.yaml``."""
+    return Path(path or os.environ.get("ROTATOR_MANIFEST") or "rotation.yaml")

@@ -1,0 +1,405 @@
+"""The rotation manifest (``rotation.yaml``): pydantic models, loading with ``file:line:col`` errors, and the
+per-secret policy the engine works from (defaults applied, provider resolved)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
+
+from rotator._yaml import Positions, load_yaml
+from rotator.errors import ManifestError, UsageError
+from rotator.generators import GeneratorParams, check_params
+from rotator.notify.config import NotifierConfig
+from rotator.provider import Provider, ProviderSet, SecretRef, installed_providers, load_provider_class
+from rotator.schedule import DURATION_HELP, Schedule, check_cron, format_duration, parse_duration
+
+__all__ = ["Manifest", "ManifestModel", "SecretPolicy", "SecretSpec", "load_manifest", "manifest_json_schema"]
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?[wdhms])+$", "description": DURATION_HELP}),
+]
+Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet"]
+CharClass = Literal["lower", "upper", "digit", "symbol"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HookSpec(_Strict):
+    """A command that receives the new value on stdin; exit 0 means good."""
+
+    command: list[str] = Field(min_length=1)
+    timeout: Duration = timedelta(seconds=30)
+
+
+class PostCheckSpec(_Strict):
+    """A command run after promotion (value on stdin); failing it can roll back (``auto_rollback``)."""
+
+    command: list[str] = Field(min_length=1)
+    within: Duration = timedelta(minutes=5)
+
+
+class _Policy(_Strict):
+    provider: str | None = None
+    every: Duration | None = None
+    cron: str | None = None
+    window: Duration | None = None
+    grace: Duration | None = None
+    notice: Duration | list[Duration] | None = None
+    notify: list[str] | None = None
+    stale_pending_after: Duration | None = None
+    rollback_window: Duration | None = None
+
+
+class Defaults(_Policy):
+    """Policy every secret inherits unless it says otherwise."""
+
+    provider: str | None = "local"
+    every: Duration | None = timedelta(days=90)
+    grace: Duration | None = timedelta(days=7)
+    notice: Duration | list[Duration] | None = timedelta(days=14)
+    notify: list[str] | None = []
+    stale_pending_after: Duration | None = timedelta(hours=1)
+    rollback_window: Duration | None = timedelta(hours=24)
+
+
+class SecretSpec(_Policy):
+    """One managed secret as written in the manifest."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=200)
+    kind: Kind
+    path: str | None = None
+    description: str | None = None
+    enabled: bool = True
+    # generator parameters (see rotator.generators.GeneratorParams)
+    bytes: int | None = None
+    encoding: Literal["base64", "base64url", "hex"] = "base64"
+    prefix: str = ""
+    length: int | None = None
+    require: list[CharClass] | None = None
+    exclude: str = ""
+    symbols: str | None = None
+    rsa_bits: Literal[2048, 3072, 4096] = 3072
+    labels: dict[str, str] = {}
+    consumers: list[str] = []
+    verify: HookSpec | None = None
+    post_check: PostCheckSpec | None = None
+    auto_rollback: bool = False
+    adopt: bool = False
+
+    def generator_params(self) -> GeneratorParams:
+        extra: dict[str, Any] = {}
+        if self.require is not None:
+            extra["require"] = tuple(self.require)
+        if self.symbols is not None:
+            extra["symbols"] = self.symbols
+        return GeneratorParams(
+            kind=self.kind, bytes=self.bytes, encoding=self.encoding, prefix=self.prefix, length=self.length,
+            exclude=self.exclude, rsa_bits=self.rsa_bits, **extra,
+        )
+
+
+class AuditConfig(_Strict):
+    """Where the hash-chained audit log lives and how it is rotated (``ROTATOR_AUDIT_LOG`` overrides path)."""
+
+    path: str = ".rotator/audit.jsonl"
+    max_bytes: int | None = Field(default=None, ge=4096)
+    keep: int | None = Field(default=None, ge=1)
+
+
+class ManifestModel(_Strict):
+    """The whole ``rotation.yaml``."""
+
+    version: Literal[1]
+    defaults: Defaults = Defaults()
+    providers: dict[str, dict[str, Any]] = {"local": {"type": "local"}}
+    notifiers: dict[str, NotifierConfig] = {}
+    audit: AuditConfig = AuditConfig()
+    secrets: list[SecretSpec] = []
+
+
+@dataclass(frozen=True, slots=True)
+class SecretPolicy:
+    """Everything the engine needs about one secret, with defaults applied."""
+
+    spec: SecretSpec
+    provider: str
+    ref: SecretRef
+    schedule: Schedule
+    grace: timedelta
+    notices: tuple[timedelta, ...]  # lead times, longest first
+    notify: tuple[str, ...]
+    stale_pending_after: timedelta
+    rollback_window: timedelta
+    params: GeneratorParams
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class Manifest:
+    """A loaded, validated manifest."""
+
+    path: Path
+    model: ManifestModel
+    secrets: dict[str, SecretPolicy]
+    provider_configs: dict[str, tuple[type[Provider], Any]]
+    audit_path: Path
+    positions: Positions = field(default_factory=dict, repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def secret(self, name: str) -> SecretPolicy:
+        """The policy of ``name``; an unknown name is a usage error that suggests close matches."""
+        if name in self.secrets:
+            return self.secrets[name]
+        close = difflib.get_close_matches(name, self.secrets, n=3)
+        hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+        raise UsageError(f"unknown secret '{name}' in {self.path.name}{hint}")
+
+    def select(self, names: Sequence[str] = (), *, everything: bool = False,
+               selector: Mapping[str, str] | None = None) -> list[SecretPolicy]:
+        """Secrets by name, all of them, or those whose labels match every ``selector`` pair."""
+        if names:
+            return [self.secret(n) for n in dict.fromkeys(names)]
+        chosen = list(self.secrets.values())
+        if selector:
+            chosen = [s for s in chosen if all(s.spec.labels.get(k) == v for k, v in selector.items())]
+        elif not everything:
+            return []
+        return chosen
+
+    def build_providers(self) -> ProviderSet:
+        return ProviderSet(self.provider_configs, self.base_dir)
+
+
+def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Manifest:
+    """Read and validate a manifest; every problem is a ManifestError starting with ``file:line:col:``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{file}: manifest not found", hint="pass -f PATH or set ROTATOR_MANIFEST") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{file}: cannot read manifest: {exc}") from None
+    return parse_manifest(text, file, env)
+
+
+def parse_manifest(text: str, file: Path, env: Mapping[str, str] | None = None) -> Manifest:
+    """Validate manifest ``text`` (already read from ``file``)."""
+    label = file.name
+    data, positions = load_yaml(text, label, env)
+    if not isinstance(data, dict):
+        raise ManifestError(f"{label}:1:1: the manifest must be a mapping with 'version: 1' and 'secrets:'")
+    try:
+        model = ManifestModel.model_validate(data)
+    except ValidationError as exc:
+        raise _from_validation(exc, data, positions, label, ()) from None
+    check = _Checker(model, positions, label)
+    provider_configs = check.providers(data)
+    secrets = check.secrets()
+    environ = os.environ if env is None else env
+    audit_path = Path(environ.get("ROTATOR_AUDIT_LOG") or model.audit.path)
+    if not audit_path.is_absolute():
+        audit_path = file.resolve().parent / audit_path
+    return Manifest(file.resolve(), model, secrets, provider_configs, audit_path, positions)
+
+
+class _Checker:
+    """Cross-field checks pydantic cannot express per field, each failing with the offending position."""
+
+    def __init__(self, model: ManifestModel, positions: Positions, label: str) -> None:
+        self.model, self.positions, self.label = model, positions, label
+
+    def fail(self, path: tuple[str | int, ...], why: str) -> ManifestError:
+        return ManifestError(f"{_where(self.label, self.positions, path)}: {_dotted(path)}: {why}")
+
+    def providers(self, data: dict[str, Any]) -> dict[str, tuple[type[Provider], Any]]:
+        out: dict[str, tuple[type[Provider], Any]] = {}
+        for name, config in self.model.providers.items():
+            where = ("providers", name)
+            type_name = config.get("type")
+            if not isinstance(type_name, str):
+                raise self.fail(where, f"missing 'type' (one of: {', '.join(sorted(installed_providers()))})")
+            try:
+                cls = load_provider_class(type_name)
+            except ManifestError as exc:
+                raise self.fail((*where, "type"), exc.message) from None
+            try:
+                out[name] = (cls, cls.config_model.model_validate(config))
+            except ValidationError as exc:
+                raise _from_validation(exc, data, self.positions, self.label, where) from None
+        return out
+
+    def secrets(self) -> dict[str, SecretPolicy]:
+        model, defaults = self.model, self.model.defaults
+        self._schedule(("defaults",), defaults)
+        self._notifiers(("defaults", "notify"), defaults.notify or [])
+        out: dict[str, SecretPolicy] = {}
+        for i, spec in enumerate(model.secrets):
+            at = ("secrets", i)
+            if spec.name in out:
+                raise self.fail((*at, "name"), f"duplicate secret name '{spec.name}'")
+            provider = spec.provider or defaults.provider or "local"
+            if provider not in model.providers:
+                known = ", ".join(model.providers) or "none"
+                raise self.fail((*at, "provider"), f"unknown provider '{provider}' (defined: {known})")
+            self._schedule(at, spec)
+            use_spec = spec.every is not None or spec.cron is not None
+            schedule = Schedule(
+                every=spec.every if use_spec else defaults.every,
+                cron=spec.cron if use_spec else defaults.cron,
+                window=spec.window if use_spec else defaults.window,
+            )
+            notify = spec.notify if spec.notify is not None else (defaults.notify or [])
+            self._notifiers((*at, "notify"), notify)
+            try:
+                check_params(spec.generator_params())
+            except ValueError as exc:
+                field_name = getattr(exc, "field", None)
+                raise self.fail((*at, field_name) if field_name else at, str(exc)) from None
+            grace = _pick(spec.grace, defaults.grace, timedelta(days=7))
+            notice = spec.notice if spec.notice is not None else defaults.notice
+            notices = tuple(sorted(set(notice if isinstance(notice, list) else [notice] if notice else []),
+                                   reverse=True))
+            interval = schedule.interval
+            if interval is not None and grace >= interval:
+                where = "grace" if spec.grace is not None else "every" if spec.every is not None else "cron"
+                raise self.fail((*at, where), f"grace ({format_duration(grace)}) must be shorter than the "
+                                              f"rotation interval ({format_duration(interval)})")
+            if interval is not None and notices and notices[0] >= interval:
+                where = "notice" if spec.notice is not None else "every" if spec.every is not None else "cron"
+                raise self.fail((*at, where), f"notice lead time ({format_duration(notices[0])}) must be "
+                                              f"shorter than the rotation interval ({format_duration(interval)})")
+            out[spec.name] = SecretPolicy(
+                spec=spec, provider=provider,
+                ref=SecretRef(spec.name, spec.path or spec.name, dict(spec.labels), spec.description),
+                schedule=schedule, grace=grace, notices=notices, notify=tuple(notify),
+                stale_pending_after=_pick(spec.stale_pending_after, defaults.stale_pending_after,
+                                          timedelta(hours=1)),
+                rollback_window=_pick(spec.rollback_window, defaults.rollback_window, timedelta(hours=24)),
+                params=spec.generator_params(),
+            )
+        return out
+
+    def _schedule(self, at: tuple[str | int, ...], policy: _Policy) -> None:
+        if policy.every is not None and policy.cron is not None and at != ("defaults",):
+            raise self.fail((*at, "cron"), "set either 'every' or 'cron', not both")
+        if policy.cron is not None:
+            try:
+                check_cron(policy.cron)
+            except ValueError as exc:
+                raise self.fail((*at, "cron"), str(exc)) from None
+        if policy.window is not None and policy.cron is None:
+            raise self.fail((*at, "window"), "only makes sense with 'cron'")
+        if policy.every is not None and policy.every <= timedelta(0):
+            raise self.fail((*at, "every"), "must be longer than 0s")
+
+    def _notifiers(self, at: tuple[str | int, ...], names: Iterable[str]) -> None:
+        for j, name in enumerate(names):
+            if name not in self.model.notifiers:
+                known = ", ".join(self.model.notifiers) or "none defined"
+                raise self.fail((*at, j), f"unknown notifier '{name}' (notifiers: {known})")
+
+
+def _pick(*values: timedelta | None) -> timedelta:
+    return next(v for v in values if v is not None)
+
+
+# --- error formatting ------------------------------------------------------------------------------------
+
+_MESSAGES = {
+    "missing": "required",
+    "extra_forbidden": "unknown key",
+}
+
+
+def _from_validation(exc: ValidationError, data: Any, positions: Positions, label: str,
+                     prefix: tuple[str | int, ...]) -> ManifestError:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        path = _locate(data, (*prefix, *error["loc"]))
+        message = _MESSAGES.get(error["type"], error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message += _did_you_mean(path)
+        lines.append(f"{_where(label, positions, path)}: {_dotted(path)}: {message}")
+    more = f" (and {len(lines) - 1} more problem{'s' if len(lines) > 2 else ''})" if len(lines) > 1 else ""
+    return ManifestError(lines[0] + more)
+
+
+def _did_you_mean(path: tuple[str | int, ...]) -> str:
+    key = path[-1] if path else None
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.75)
+    return f" '{key}' (did you mean '{close[0]}'?)" if close else f" '{key}'"
+
+
+def _known_keys() -> set[str]:
+    keys: set[str] = set()
+    for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig):
+        keys.update(model.model_fields)
+    return keys
+
+
+def _locate(data: Any, loc: Sequence[Any]) -> tuple[str | int, ...]:
+    """Turn a pydantic ``loc`` into a real key path: union tags are dropped, a missing last key is kept."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            out.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            out.append(part)
+        elif i == len(loc) - 1 and isinstance(node, dict):
+            out.append(part)  # a required key that is missing
+    return tuple(out)
+
+
+def _where(label: str, positions: Positions, path: tuple[str | int, ...]) -> str:
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in positions:
+            line, column = positions[path[:cut]]
+            return f"{label}:{line}:{column}"
+    return f"{label}:1:1"
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """JSON Schema of the manifest, with the config schema of every installed provider."""
+    schema = ManifestModel.model_json_schema()
+    variants = []
+    for name in sorted(installed_providers()):
+        try:
+            variants.append(load_provider_class(name).config_model.model_json_schema())
+        except Exception:  # noqa: S112 - a broken third-party provider must not break `rotator schema`
+            continue
+    if variants:
+        schema["properties"]["providers"]["additionalProperties"] = {"anyOf": variants}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rotator manifest (rotation.yaml)"
+    return schema
