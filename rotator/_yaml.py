@@ -76,7 +76,7 @@ def _build(node: yaml.Node, path: Path, positions: Positions, filename: str, env
 def _scalar(node: yaml.Node, path: Path, filename: str, env: Mapping[str, str]) -> Any:
     value: str = node.value
     tag = node.tag
-    if node.style in ("'", '"', "|", ">") or tag == "tag:yaml.org,2002:str":
+    if getattr(node, "style", None) in ("'", '"', "|", ">") or tag == "tag:yaml.org,2002:str":
         return _interpolate(value, node, path, filename, env)
     plain = value.strip()
     lowered = plain.lower()

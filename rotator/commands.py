@@ -25,7 +25,7 @@ _MARK = {True: "ok", False: "FAILED"}
 
 def plan_rows(rt: Runtime, at: datetime, output: str) -> None:
     """``rotator plan``: what a run at ``at`` would do for each secret."""
-    items = []
+    items: list[dict[str, Any]] = []
     for policy in rt.manifest.secrets.values():
         keyset = rt.engine.read(policy)
         decision = decide(policy, keyset, at)
@@ -47,10 +47,10 @@ def plan_rows(rt: Runtime, at: datetime, output: str) -> None:
 def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> None:
     """``rotator status``: versions, states, ages and grace left."""
     now = rt.engine.clock()
-    items = []
+    items: list[dict[str, Any]] = []
     for policy in policies:
         keyset = rt.engine.read(policy)
-        versions = []
+        versions: list[dict[str, Any]] = []
         for v in keyset.versions if keyset else ():
             versions.append({
                 "id": v.id, "state": str(v.state), "created_at": v.created_at, "promoted_at": v.promoted_at,
@@ -73,10 +73,10 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
     for item in items:
         if not item["versions"]:
             rows.append([item["secret"], "-", "(not created)", "-", "-", "-"])
-        for v in item["versions"]:
-            left = when(v["expires_at"], now) if v["state"] == "previous" else "-"
-            rows.append([item["secret"], v["id"][:8], v["state"], ago(v["created_at"], now), left,
-                         v["reason"] or ""])
+        for row in item["versions"]:
+            left = when(row["expires_at"], now) if row["state"] == "previous" else "-"
+            rows.append([item["secret"], row["id"][:8], row["state"], ago(row["created_at"], now), left,
+                         row["reason"] or ""])
     print_table("status", ["secret", "version", "state", "age", "grace until", "note"], rows)
 
 

@@ -362,9 +362,12 @@ class Engine:
     def _notice(self, policy: SecretPolicy, keyset: Keyset, decision: Decision, now: datetime,
                 cid: str) -> Outcome:
         current = keyset.current
-        assert current is not None and decision.due_at is not None and decision.notice is not None
+        assert current is not None
+        assert decision.due_at is not None
+        assert decision.notice is not None
         record = keyset.meta.get("notices")
-        sent = set(record.get("sent", [])) if isinstance(record, dict) and record.get("cycle") == current.id else set()
+        same_cycle = isinstance(record, dict) and record.get("cycle") == current.id
+        sent = set(record.get("sent", [])) if same_cycle and isinstance(record, dict) else set()
         reached = {notice_key(lead) for lead in policy.notices if decision.due_at - lead <= now}
         value = {"cycle": current.id, "sent": sorted(sent | reached)}
         self._provider(policy).update_meta(policy.ref, keyset, {"notices": value})  # a conflict: re-decide

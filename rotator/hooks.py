@@ -37,7 +37,7 @@ def run_hook(
     if not os.path.isabs(program) and ("/" in program):
         program = str((cwd / program).resolve())
     try:
-        completed = subprocess.run(  # noqa: S603 - argv list from the operator's manifest, no shell
+        completed = subprocess.run(
             [program, *command[1:]], input=value.reveal().encode(), stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, env=env, cwd=cwd, timeout=timeout.total_seconds(), check=False,
         )

@@ -23,8 +23,8 @@ from typing import Any
 from rotator.errors import IllegalTransition
 
 __all__ = [
-    "Keyset",
     "KeyVersion",
+    "Keyset",
     "SecretValue",
     "State",
     "discard",
@@ -162,10 +162,9 @@ class Keyset:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
-    def _swap(self, *updated: KeyVersion, drop: frozenset[str] = frozenset(), add: tuple[KeyVersion, ...] = ()) -> Keyset:
+    def _swap(self, *updated: KeyVersion, drop: frozenset[str] = frozenset()) -> Keyset:
         by_id = {v.id: v for v in updated}
-        kept = tuple(by_id.get(v.id, v) for v in self.versions if v.id not in drop)
-        return self.replace(versions=kept + add)
+        return self.replace(versions=tuple(by_id.get(v.id, v) for v in self.versions if v.id not in drop))
 
 
 # --- transitions ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -52,10 +53,8 @@ class Metrics:
         if grace_expiry is not None:
             self.grace_expiry.labels(secret=secret).set(grace_expiry.timestamp())
         else:
-            try:
+            with contextlib.suppress(KeyError):
                 self.grace_expiry.remove(secret)
-            except KeyError:
-                pass
 
     def render(self) -> bytes:
         """The text exposition format."""

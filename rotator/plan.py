@@ -113,5 +113,6 @@ def _backoff_until(keyset: Keyset) -> datetime | None:
     last = keyset.meta.get("last_failure_at")
     if not failures or not last:
         return None
-    delay = min(timedelta(minutes=1) * 2 ** (int(failures) - 1), FAILURE_BACKOFF_MAX)
-    return datetime.fromisoformat(str(last)) + delay
+    delay: timedelta = min(timedelta(minutes=1) * 2 ** (int(failures) - 1), FAILURE_BACKOFF_MAX)
+    started: datetime = datetime.fromisoformat(str(last))
+    return started + delay

@@ -195,7 +195,7 @@ def load_provider_class(type_name: str) -> type[Provider]:
     cls = found[type_name].load()
     if not isinstance(cls, type) or not hasattr(cls, "config_model"):
         raise ManifestError(f"entry point '{type_name}' in {ENTRY_POINT_GROUP} is not a provider class")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 class ProviderSet:

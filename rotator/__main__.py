@@ -1,0 +1,5 @@
+"""``python -m rotator`` runs the CLI."""
+
+from rotator.cli import main
+
+main()
