@@ -60,7 +60,7 @@ class Runtime:
 
     def close(self, timeout: float = 30.0) -> None:
         if self.dispatcher is not None:
-            self.dispatcher.flush(timeout)
+            self.dispatcher.close(timeout)  # flushes, then reports what is still queued as failed
         self.providers.close()
         self.audit.close()
 
@@ -72,7 +72,6 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
     manifest = manifest if manifest is not None else load_manifest(manifest_path)
     audit_config = manifest.model.audit
     audit = AuditLog(manifest.audit_path, max_bytes=audit_config.max_bytes, keep=audit_config.keep)
-    holder: dict[str, Runtime] = {}
 
     def on_error(subscriber: Subscriber, event: Event, exc: Exception) -> None:
         log.warning("subscriber.failed", subscriber=getattr(subscriber, "__name__", type(subscriber).__name__),
@@ -85,7 +84,6 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
     engine = Engine(manifest, providers, bus, actor=actor, clock=clock, stop_requested=stop_requested,
                     audit=audit.append)
     runtime = Runtime(manifest, providers, bus, audit, engine)
-    holder["rt"] = runtime
     if notify and manifest.model.notifiers:
         runtime.dispatcher = _dispatcher(runtime)
         bus.subscribe(runtime.dispatcher)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
 
-from rotator._yaml import Positions, load_yaml
+from rotator._yaml import Positions, load_yaml, without_env_values
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
 from rotator.notify.config import NotifierConfig
@@ -34,7 +34,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class HookSpec(_Strict):
@@ -196,25 +196,32 @@ def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError(f"{file}: manifest not found", hint="pass -f PATH or set ROTATOR_MANIFEST") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        before = exc.object[: exc.start].decode("utf-8", "replace")
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        raise ManifestError(f"{file.name}:{line}:{column}: not UTF-8 (byte {exc.object[exc.start]:#04x})") from None
+    except OSError as exc:
         raise ManifestError(f"{file}: cannot read manifest: {exc}") from None
     return parse_manifest(text, file, env)
 
 
 def parse_manifest(text: str, file: Path, env: Mapping[str, str] | None = None) -> Manifest:
     """Validate manifest ``text`` (already read from ``file``)."""
-    label = file.name
-    data, positions = load_yaml(text, label, env)
-    if not isinstance(data, dict):
-        raise ManifestError(f"{label}:1:1: the manifest must be a mapping with 'version: 1' and 'secrets:'")
+    label, environ = file.name, os.environ if env is None else env
+    data, positions = load_yaml(text, label, environ)
     try:
-        model = ManifestModel.model_validate(data)
-    except ValidationError as exc:
-        raise _from_validation(exc, data, positions, label, ()) from None
-    check = _Checker(model, positions, label)
-    provider_configs = check.providers(data)
-    secrets = check.secrets()
-    environ = os.environ if env is None else env
+        if not isinstance(data, dict):
+            where = _where(label, positions, ())  # the document's start, or 1:1 when it is empty
+            raise ManifestError(f"{where}: the manifest must be a mapping with 'version: 1' and 'secrets:'")
+        try:
+            model = ManifestModel.model_validate(data)
+        except ValidationError as exc:
+            raise _from_validation(exc, data, positions, label, ()) from None
+        check = _Checker(model, positions, label)
+        provider_configs = check.providers(data)
+        secrets = check.secrets()
+    except ManifestError as exc:  # a `${VAR}` value may be a credential: never echo it (e.g. "'x' is not ...")
+        raise without_env_values(exc, text, environ) from None
     audit_path = Path(environ.get("ROTATOR_AUDIT_LOG") or model.audit.path)
     if not audit_path.is_absolute():
         audit_path = file.resolve().parent / audit_path
@@ -251,6 +258,8 @@ class _Checker:
         model, defaults = self.model, self.model.defaults
         self._schedule(("defaults",), defaults)
         self._notifiers(("defaults", "notify"), defaults.notify or [])
+        # a `cron` in defaults replaces the built-in `every: 90d` (writing both is an error, see _schedule)
+        default_every = None if defaults.cron is not None else defaults.every
         out: dict[str, SecretPolicy] = {}
         for i, spec in enumerate(model.secrets):
             at = ("secrets", i)
@@ -263,7 +272,7 @@ class _Checker:
             self._schedule(at, spec)
             use_spec = spec.every is not None or spec.cron is not None
             schedule = Schedule(
-                every=spec.every if use_spec else defaults.every,
+                every=spec.every if use_spec else default_every,
                 cron=spec.cron if use_spec else defaults.cron,
                 window=spec.window if use_spec else defaults.window,
             )
@@ -299,7 +308,7 @@ class _Checker:
         return out
 
     def _schedule(self, at: tuple[str | int, ...], policy: _Policy) -> None:
-        if policy.every is not None and policy.cron is not None and at != ("defaults",):
+        if policy.every is not None and policy.cron is not None and "every" in policy.model_fields_set:
             raise self.fail((*at, "cron"), "set either 'every' or 'cron', not both")
         if policy.cron is not None:
             try:
@@ -334,7 +343,7 @@ def _from_validation(exc: ValidationError, data: Any, positions: Positions, labe
                      prefix: tuple[str | int, ...]) -> ManifestError:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
-        path = _locate(data, (*prefix, *error["loc"]))
+        path = _locate(data, (*prefix, *error["loc"]), missing=error["type"] == "missing")
         message = _MESSAGES.get(error["type"], error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message += _did_you_mean(path)
@@ -358,8 +367,8 @@ def _known_keys() -> set[str]:
     return keys
 
 
-def _locate(data: Any, loc: Sequence[Any]) -> tuple[str | int, ...]:
-    """Turn a pydantic ``loc`` into a real key path: union tags are dropped, a missing last key is kept."""
+def _locate(data: Any, loc: Sequence[Any], missing: bool = False) -> tuple[str | int, ...]:
+    """Turn a pydantic ``loc`` into a real key path: union tags are dropped, a ``missing`` last key is kept."""
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
@@ -368,7 +377,7 @@ def _locate(data: Any, loc: Sequence[Any]) -> tuple[str | int, ...]:
         if in_dict or in_list:
             node = node[part]
             out.append(part)
-        elif i == len(loc) - 1 and isinstance(node, dict):
+        elif missing and i == len(loc) - 1 and isinstance(node, dict):
             out.append(part)  # a required key that is missing
     return tuple(out)
 

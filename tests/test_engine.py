@@ -12,7 +12,7 @@ import pytest
 
 from rotator.engine import Engine, Outcome
 from rotator.events import Event, EventBus
-from rotator.keyset import KeyVersion, SecretValue, State
+from rotator.keyset import KeyVersion, State
 from rotator.manifest import Manifest, parse_manifest
 from rotator.testing.clock import FakeClock
 
@@ -249,9 +249,7 @@ def test_unmanaged_value_needs_adopt(tmp_path: Path) -> None:
     for name in ("s", "t"):
         policy = h.manifest.secret(name)
         provider = h.providers.get(policy.provider)
-        foreign = KeyVersion(id="ext", state=State.CURRENT, created_at=h.clock(), value=SecretValue("x" * 44))
-        stored = provider.create(policy.ref, foreign, {})
-        provider.write(policy.ref, stored, stored.replace(managed=False))  # type: ignore[attr-defined]
+        provider.put_foreign(policy.ref, "x" * 44, h.clock())  # type: ignore[attr-defined]
     refused = h.run("s")
     assert not refused.ok
     assert "adopt: true" in refused.message
