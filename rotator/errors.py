@@ -104,6 +104,13 @@ class AccessDenied(ProviderError):
 
 
 class BackendUnavailable(ProviderError):
-    """The backend cannot be reached or used right now (down, sealed, wrong master key)."""
+    """The backend cannot be reached or used right now (down, sealed, wrong master key).
+
+    ``transient`` is False when waiting cannot help (a wrong key, a broken file); those are not retried.
+    """
 
     exit_code = ExitCode.BACKEND
+
+    def __init__(self, message: str, *, hint: str | None = None, transient: bool = True) -> None:
+        super().__init__(message, hint=hint)
+        self.transient = transient

@@ -79,6 +79,7 @@ class LocalProvider(DocumentProvider):
 
     type_name: ClassVar[str] = "local"
     config_model: ClassVar[type[BaseModel]] = LocalConfig
+    retry_transient: ClassVar[bool] = False  # local failures are not fixed by waiting
 
     def __init__(self, *, name: str, config: LocalConfig, base_dir: Path) -> None:
         self.name = name

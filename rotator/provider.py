@@ -211,8 +211,11 @@ class ProviderSet:
         """The provider instance called ``name`` in the manifest."""
         with self._lock:
             if name not in self._built:
+                from rotator.circuit import GuardedProvider, breaker_for
+
                 cls, config = self._configs[name]
-                self._built[name] = cls(name=name, config=config, base_dir=self._base_dir)  # type: ignore[call-arg]
+                inner = cls(name=name, config=config, base_dir=self._base_dir)  # type: ignore[call-arg]
+                self._built[name] = GuardedProvider(inner, breaker_for(name))  # type: ignore[assignment]
             return self._built[name]
 
     def names(self) -> list[str]:

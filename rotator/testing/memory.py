@@ -47,6 +47,7 @@ class MemoryProvider(DocumentProvider):
 
     type_name: ClassVar[str] = "memory"
     config_model: ClassVar[type[BaseModel]] = MemoryConfig
+    retry_transient: ClassVar[bool] = False  # local failures are not fixed by waiting
 
     _stores: ClassVar[dict[str, dict[str, _Stored]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()

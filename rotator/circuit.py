@@ -1,0 +1,132 @@
+"""Retry with backoff and a circuit breaker around each provider, so a down backend is not hammered.
+
+Every provider call that fails with a transient :class:`~rotator.errors.BackendUnavailable` is retried a few
+times with exponential backoff (safe: every mutating step is a conditional write, so a retried write that had
+in fact landed comes back as a conflict, which the engine resolves by re-reading). After ``threshold``
+consecutive failures the circuit opens: calls fail at once for ``cooldown``; then one trial call is let
+through (half-open) and its result closes or re-opens the circuit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from rotator.errors import BackendUnavailable
+from rotator.metrics import METRICS
+
+__all__ = ["CircuitBreaker", "GuardedProvider", "breaker_for"]
+
+_BREAKERS: dict[str, CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def breaker_for(provider: str) -> CircuitBreaker:
+    """The process-wide breaker of a provider name (it survives manifest reloads in the daemon)."""
+    with _BREAKERS_LOCK:
+        if provider not in _BREAKERS:
+            _BREAKERS[provider] = CircuitBreaker(provider)
+        return _BREAKERS[provider]
+
+
+class CircuitBreaker:
+    """Consecutive-failure circuit for one provider: closed -> open (cooldown) -> half-open -> closed."""
+
+    def __init__(self, name: str, *, threshold: int = 5, cooldown: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.threshold, self.cooldown, self.clock = name, threshold, cooldown, clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._trial = False
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "open" if self.clock() - self.opened_at < self.cooldown else "half-open"
+
+    def before(self) -> None:
+        """Raise at once while open; in half-open let exactly one trial call through."""
+        with self._lock:
+            state = self._state()
+            if state == "open" or (state == "half-open" and self._trial):
+                assert self.opened_at is not None
+                left = self.cooldown - (self.clock() - self.opened_at)
+                until = datetime.now(UTC) + timedelta(seconds=max(left, 0))
+                raise BackendUnavailable(
+                    f"provider {self.name}: circuit open after {self.failures} consecutive failures; "
+                    f"next try after {until:%H:%M:%S}Z", hint="check the backend; `rotator status` retries then")
+            if state == "half-open":
+                self._trial = True
+
+    def success(self) -> None:
+        with self._lock:
+            self.failures, self.opened_at, self._trial = 0, None, False
+        METRICS.circuit_open.labels(provider=self.name).set(0)
+
+    def failure(self) -> None:
+        with self._lock:
+            self.failures += 1
+            self._trial = False
+            if self.failures >= self.threshold or self.opened_at is not None:
+                self.opened_at = self.clock()
+        METRICS.backend_errors.labels(provider=self.name).inc()
+        if self.opened_at is not None:
+            METRICS.circuit_open.labels(provider=self.name).set(1)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, BackendUnavailable) and exc.transient
+
+
+class GuardedProvider:
+    """Wraps a provider: each method call goes through the breaker and the retry policy."""
+
+    def __init__(self, inner: Any, breaker: CircuitBreaker, *, attempts: int = 3, backoff: float = 0.2) -> None:
+        self.inner = inner
+        self.breaker = breaker
+        retry = getattr(inner, "retry_transient", True)
+        self._retrying = Retrying(
+            stop=stop_after_attempt(attempts if retry else 1),
+            wait=wait_exponential(multiplier=backoff, max=5),
+            retry=retry_if_exception(_transient), reraise=True,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if not callable(target) or name.startswith("_") or name in ("close", "check"):
+            return target
+        return lambda *args, **kwargs: self._call(target, *args, **kwargs)
+
+    def check(self) -> None:
+        """Health check: honours an open circuit, and a success closes it."""
+        self._call(self.inner.check)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _call(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.breaker.before()
+        try:
+            result = self._retrying(target, *args, **kwargs)
+        except BackendUnavailable:
+            self.breaker.failure()
+            raise
+        except Exception:
+            self.breaker.success()  # the backend answered (a conflict, a denial): it is up
+            raise
+        self.breaker.success()
+        return result
+
+    def __repr__(self) -> str:
+        return f"GuardedProvider({self.inner!r}, circuit={self.breaker.state})"
