@@ -29,7 +29,7 @@ from rotator.errors import (
 from rotator.events import Event, EventBus, EventType, new_correlation_id
 from rotator.generators import generate, matches_kind
 from rotator.hooks import run_hook
-from rotator.keyset import Keyset, KeyVersion, State
+from rotator.keyset import Keyset, KeyVersion, State, with_meta
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
 from rotator.metrics import METRICS
@@ -41,6 +41,7 @@ __all__ = ["Engine", "Outcome", "exit_code_for"]
 log = get_logger("rotator.engine")
 _MAX_STEPS = 8
 _ROTATING = (Action.CREATE, Action.ROTATE, Action.RESUME)
+_FINAL = (Action.ROTATE, Action.RESUME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,6 @@ class Engine:
         cid = new_correlation_id()
         done: list[Outcome] = []
         conflicts = 0
-        forced = force
         for _ in range(_MAX_STEPS):
             if self.stop_requested():
                 break
@@ -149,7 +149,7 @@ class Engine:
                 keyset = self.read(policy)
                 now = self.clock()
                 decision = decide(policy, keyset, now)
-                if forced and decision.action in (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE):
+                if force and decision.action in (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE):
                     decision = Decision(Action.ROTATE, "forced (--now)", decision.due_at, now)
                 if decision.action in (Action.NONE, Action.PAUSED, Action.BACKOFF):
                     if not done:
@@ -175,10 +175,9 @@ class Engine:
                 done.append(Outcome(policy.name, "failed", False, str(exc), error=exc))
                 break
             done.append(outcome)
-            if decision.action is Action.ROTATE:
-                forced = False
-            if not outcome.ok or outcome.action == "already_rotated":
-                break
+            if not outcome.ok or outcome.action == "already_rotated" or decision.action in _FINAL or (
+                    force and decision.action is Action.CREATE):
+                break  # a rotation (or a resumed one) leaves nothing else due: skip the extra read
         return _summarise(policy.name, done)
 
     def rollback(self, policy: SecretPolicy, reason: str) -> Outcome:
@@ -239,8 +238,10 @@ class Engine:
         if action is Action.RETIRE:
             previous = keyset.previous
             assert previous is not None
-            provider.retire(policy.ref, keyset, previous.id, now, "grace period ended")
-            self._emit(EventType.RETIRED, policy, cid, reason="grace period ended", old=previous.id)
+            why = "grace period ended" if previous.expires_at is None or previous.expires_at <= now \
+                else "every consumer acknowledged the new version"
+            provider.retire(policy.ref, keyset, previous.id, now, why)
+            self._emit(EventType.RETIRED, policy, cid, reason=why, old=previous.id)
             return Outcome(policy.name, "retired", True, f"{previous.id[:8]} retired", old_version=previous.id)
         if action is Action.PURGE:
             provider.purge(policy.ref, keyset, now, policy.rollback_window)
@@ -252,7 +253,8 @@ class Engine:
     def _create(self, policy: SecretPolicy, now: datetime, cid: str) -> Outcome:
         version = self._new_version(policy, now, State.CURRENT)
         try:
-            self._provider(policy).create(policy.ref, version.replace(promoted_at=now), {})
+            self._provider(policy).create(policy.ref, version.replace(promoted_at=now),
+                                          {"next_due": policy.schedule.due_at(now, now).isoformat()})
         except ConflictError:
             return Outcome(policy.name, "already_rotated", True, "created by another actor")
         self._emit(EventType.SUCCEEDED, policy, cid, new=version.id, reason="initial value",
@@ -263,8 +265,9 @@ class Engine:
                 revoke: bool) -> Outcome:
         version = self._new_version(policy, now, State.PENDING)
         grace = timedelta(0) if revoke else policy.grace
+        next_due = policy.schedule.due_at(now, now).isoformat()  # bookkeeping rides on the stage write
         try:
-            staged = self._provider(policy).stage(policy.ref, keyset, version)
+            staged = self._provider(policy).stage(policy.ref, with_meta(keyset, next_due=next_due), version)
         except ConflictError:
             fresh = self.read(policy)
             if fresh is not None and fresh.pending is not None:
