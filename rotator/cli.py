@@ -198,6 +198,16 @@ def history(state: _State, name: str, output: str) -> None:
     history_rows(manifest.audit_path, name, output)
 
 
+@cli.command()
+@click.argument("name")
+@pass_state
+def jwks(state: _State, name: str) -> None:
+    """Print the JWKS (RFC 7517) of an ed25519/rsa secret: current, previous and pending public keys."""
+    from rotator.jwks import print_jwks
+
+    print_jwks(state.runtime(notify=False), name)
+
+
 @cli.group()
 def audit() -> None:
     """The hash-chained audit log."""
@@ -211,6 +221,27 @@ def audit_verify(state: _State, path: str | None) -> None:
     from rotator.commands import verify_audit
 
     sys.exit(verify_audit(state, path))
+
+
+@cli.command()
+@click.option("--since", default="90d", show_default=True, metavar="DURATION|DATE",
+              help="Period for activity: a duration back from now (90d) or an ISO date.")
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True)
+@click.option("--out", metavar="FILE", help="Write the report to FILE instead of stdout.")
+@pass_state
+def report(state: _State, since: str, fmt: str, out: str | None) -> None:
+    """Compliance evidence: policy, age and status of every secret, activity, audit-chain check.
+
+    Exit 1 when a secret is overdue or the audit chain does not verify, 4 when a backend cannot be read.
+    """
+    from rotator.report import run_report
+
+    rt = state.runtime(notify=False)
+    try:
+        code = run_report(rt, since=since, fmt=fmt, out=out)
+    finally:
+        rt.close()
+    sys.exit(code)
 
 
 @cli.command()
