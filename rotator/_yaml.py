@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
 
 import yaml
 
 from rotator.errors import ManifestError
 
-__all__ = ["Positions", "load_yaml"]
+__all__ = ["Positions", "load_yaml", "without_env_values"]
 
 Path = tuple[str | int, ...]
 Positions = dict[Path, tuple[int, int]]
@@ -39,23 +40,78 @@ def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) ->
     :class:`ManifestError` naming it and where it is used.
     """
     environ = os.environ if env is None else env
+    # libyaml's composer recurses in C and crashes the process on very deep flow nesting ("[[[[..."):
+    # such text goes to the pure-Python composer, which raises RecursionError instead
+    loader = _Loader if _flow_depth(text) <= _C_DEPTH_LIMIT else yaml.SafeLoader
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else f"{filename}:1:1"
         raise ManifestError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:  # a control character; its position is a UTF-8 byte offset
+        before = text.encode("utf-8", "surrogatepass")[: exc.position].decode("utf-8", "replace")
+        raise ManifestError(f"{_at(filename, before)}: invalid YAML: unacceptable character "
+                            f"#x{exc.character:04x}: {exc.reason}") from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{filename}: invalid YAML: {exc}") from None
+        raise ManifestError(f"{filename}:1:1: invalid YAML: {exc}") from None
+    except UnicodeEncodeError as exc:  # a lone surrogate (libyaml encodes the text to UTF-8 first)
+        raise ManifestError(f"{_at(filename, text[: exc.start])}: invalid YAML: "
+                            f"unacceptable character #x{ord(text[exc.start]):04x}") from None
+    except RecursionError:
+        raise ManifestError(f"{filename}:1:1: invalid YAML: nested too deeply") from None
     positions: Positions = {}
     if node is None:
         return None, positions
-    return _build(node, (), positions, filename, environ), positions
+    return _Builder(positions, filename, environ, budget=max(10_000, 4 * len(text))).build(node, ()), positions
 
 
-def _build(node: yaml.Node, path: Path, positions: Positions, filename: str, env: Mapping[str, str]) -> Any:
-    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+_C_DEPTH_LIMIT = 1000  # libyaml copes with 20,000 levels; real manifests use fewer than 10
+_MAX_DEPTH = 100
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    """An upper bound of the flow-collection nesting of ``text`` (brackets inside strings count too)."""
+    if text.count("[") + text.count("{") <= _C_DEPTH_LIMIT:
+        return 0
+    return max(accumulate(1 if b in "[{" else -1 for b in _BRACKETS.findall(text)), default=0)
+
+
+def _at(filename: str, before: str) -> str:
+    """``file:line:col`` of the character that follows ``before``."""
+    line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+    return f"{filename}:{line}:{column}"
+
+
+class _Builder:
+    """One walk over the composed node graph; aliases are expanded, within a budget (no "billion laughs")."""
+
+    def __init__(self, positions: Positions, filename: str, env: Mapping[str, str], budget: int) -> None:
+        self.positions, self.filename, self.env, self.budget = positions, filename, env, budget
+        self.active: set[int] = set()  # collection nodes being built: meeting one again is a recursive alias
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise ManifestError(f"{_where(self.filename, node)}: {_dotted(path)}: aliases expand to too much")
+        if len(path) > _MAX_DEPTH:
+            raise ManifestError(f"{_where(self.filename, node)}: nested more than {_MAX_DEPTH} levels deep")
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return _scalar(node, path, self.filename, self.env)
+        if id(node) in self.active:
+            raise ManifestError(f"{_where(self.filename, node)}: {_dotted(path)}: recursive alias")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        filename = self.filename
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
@@ -65,12 +121,9 @@ def _build(node: yaml.Node, path: Path, positions: Positions, filename: str, env
                 raise ManifestError(f"{_where(filename, key_node)}: YAML merge keys (<<) are not supported")
             if key in out:
                 raise ManifestError(f"{_where(filename, key_node)}: {_dotted((*path, key))}: duplicate key")
-            out[key] = _build(value_node, (*path, key), positions, filename, env)
-            positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = self.build(value_node, (*path, key))
+            self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), positions, filename, env) for i, item in enumerate(node.value)]
-    return _scalar(node, path, filename, env)
 
 
 def _scalar(node: yaml.Node, path: Path, filename: str, env: Mapping[str, str]) -> Any:
@@ -107,6 +160,15 @@ def _interpolate(value: str, node: yaml.Node, path: Path, filename: str, env: Ma
         )
 
     return _ENV.sub(substitute, value)
+
+
+def without_env_values(exc: ManifestError, text: str, env: Mapping[str, str]) -> ManifestError:
+    """``exc`` with every value ``text`` takes from ``env`` (4+ characters) masked: it may be a credential."""
+    values = {env[m[1]] for m in _ENV.finditer(text) if m[1] in env} if "${" in text else set()
+    where, sep, message = exc.message.partition(": ")  # keep `file:line:col` intact
+    for value in sorted((v for v in values if len(v) >= 4), key=len, reverse=True):
+        message = message.replace(value, "**redacted**")
+    return ManifestError(where + sep + message, hint=exc.hint) if values else exc
 
 
 def _where(filename: str, node: yaml.Node) -> str:

@@ -14,6 +14,7 @@ _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[wdhms])+")
 DURATION_HELP = "must be a duration like 7d (units: s m h d w, e.g. 90d, 12h, 1h30m)"
+MAX_DURATION = timedelta(days=36500)  # keeps `last rotation + interval` far inside datetime's range
 
 
 def parse_duration(text: Any) -> timedelta:
@@ -23,6 +24,8 @@ def parse_duration(text: Any) -> timedelta:
     if not isinstance(text, str) or not _WHOLE.fullmatch(text.strip().lower()):
         raise ValueError(DURATION_HELP)
     seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text.strip().lower()))
+    if seconds > MAX_DURATION.total_seconds():  # also inf: timedelta() would raise OverflowError
+        raise ValueError(f"must be at most {format_duration(MAX_DURATION)} (100 years)")
     return timedelta(seconds=seconds)
 
 
@@ -52,9 +55,11 @@ def check_cron(expr: str) -> None:
     if len(expr.split()) != 5:
         raise ValueError("must be a 5-field cron expression like '0 3 * * MON'")
     try:
-        _cron(expr)
+        trigger = _cron(expr)
     except ValueError as exc:
         raise ValueError(f"invalid cron expression: {exc}") from None
+    if trigger.get_next_fire_time(None, datetime(2024, 1, 1, tzinfo=UTC)) is None:  # e.g. "0 0 31 2 *"
+        raise ValueError(f"cron expression '{expr}' never fires")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,10 @@ class Schedule:
             return last_rotation + self.every
         assert self.cron is not None
         trigger = _cron(self.cron)
-        fire = trigger.get_next_fire_time(None, last_rotation + timedelta(seconds=1))
+        start = last_rotation + timedelta(seconds=1)
+        if self.window is not None:  # fire times before now - window have closed windows: skip them at once
+            start = max(start, now - self.window)
+        fire = trigger.get_next_fire_time(None, start)
         while fire is not None and self.window is not None and fire + self.window < now:
             fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
         if fire is None:  # pragma: no cover - a crontab always fires again
