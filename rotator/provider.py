@@ -12,8 +12,8 @@ Error contract: every method raises only these (translate vendor exceptions at t
 
 Every mutating method is ONE conditional write against ``expected.revision`` and returns the keyset as
 stored after it. The bookkeeping in ``expected.meta`` is stored with the step as given, so callers can update
-it in the same write (the engine records ``next_due`` when it stages). Providers are constructed without touching the network; they connect on first use and
-must be safe to call from several threads.
+it in the same write (the engine records ``next_due`` when it stages). Providers are constructed without
+touching the network; they connect on first use and must be safe to call from several threads.
 
 Built-in and third-party providers register the same way, in the ``rotator.providers`` entry-point group
 (``local = "rotator.localstore:LocalProvider"``); they are imported only when a manifest uses them.

@@ -1,0 +1,158 @@
+"""The writes of each rotation step against one secret, planned from its current :class:`Remote` (pure).
+
+Each planner assumes the step is legal (the provider checks that with :mod:`rotator.keyset` first) and
+returns a :class:`Plan`: records are tagged first (they only mean something once the labels agree), then the
+labels move, each move naming ``RemoveFromVersionId`` so AWS refuses it if another actor got there first,
+then records of versions that left the keyset are untagged. Whoever crashes between two calls leaves a
+secret that reads as a consistent keyset: a half-finished step reads as not done (or, for the last label of
+a promotion, as done) and the next run repeats or completes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from rotator.keyset import KeyVersion, State
+from rotator_aws._layout import (
+    CURRENT,
+    EXPIRES_TAG,
+    MANAGED,
+    META,
+    PENDING,
+    PREVIOUS,
+    RETIRED,
+    Move,
+    Plan,
+    Remote,
+    encode,
+    info_tags,
+    record_key,
+    record_of,
+)
+
+__all__ = [
+    "plan_adopt", "plan_create_tags", "plan_discard", "plan_meta", "plan_promote", "plan_purge",
+    "plan_retire", "plan_rollback", "plan_stage",
+]
+
+
+def _rec(remote: Remote, vid: str, drop: Iterable[str] = (), **changes: Any) -> dict[str, str]:
+    """Tags for ``vid``'s record with ``changes`` applied and the ``drop`` fields removed."""
+    record = {k: v for k, v in remote.record(vid).items() if k not in drop}
+    record.update({k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()})
+    return encode(record_key(vid), record)
+
+
+def _forget(remote: Remote, *vids: str | None) -> tuple[str, ...]:
+    """Tag keys of the records of ``vids`` plus records of versions no longer in the keyset."""
+    keys = {k for vid in vids if vid is not None for k in remote.chunk_keys(record_key(vid))}
+    return tuple(sorted(keys | set(remote.stale_record_keys())))
+
+
+def _plan(tags: Mapping[str, str], moves: Iterable[Move], untag: Iterable[str], put: str | None = None) -> Plan:
+    """A plan that never untags a key it also writes."""
+    return Plan(tags=dict(tags), put=put, moves=tuple(moves), untag=tuple(k for k in untag if k not in tags))
+
+
+def _only(remote: Remote, state: State) -> str | None:
+    found = [vid for vid, s in remote.members().items() if s is state]
+    return found[0] if found else None
+
+
+def plan_create_tags(version: KeyVersion, meta: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, str]:
+    """Tags of a new secret: caller's labels, the managed flag, the first version's record and the meta."""
+    return {
+        **labels, MANAGED: "true", **encode(record_key(version.id), record_of(version)),
+        **encode(META, dict(meta)), **info_tags(version.promoted_at, None),
+    }
+
+
+def plan_adopt(remote: Remote, current: KeyVersion, labels: Mapping[str, str]) -> Plan:
+    """Mark a foreign secret as managed and record its current version as rotator saw it."""
+    return _plan({**labels, MANAGED: "true", **encode(record_key(current.id), record_of(current))}, [], [])
+
+
+def plan_stage(remote: Remote, version: KeyVersion) -> Plan:
+    """Record, put under the placeholder label, then move AWSPENDING from wherever it idles (CAS)."""
+    marker = remote.holder(PENDING)
+    tags = encode(record_key(version.id), record_of(version))
+    return _plan(tags, [Move(PENDING, marker, version.id)], remote.stale_record_keys(), put=version.id)
+
+
+def plan_promote(remote: Remote, vid: str, now: datetime, grace: timedelta, reason: str | None) -> Plan:
+    """AWSCURRENT to the pending version (CAS on the old current); AWSPREVIOUS follows by itself."""
+    current = remote.holder(CURRENT)
+    assert current is not None
+    previous, retired = _only(remote, State.PREVIOUS), remote.holder(RETIRED)
+    tags = _rec(remote, vid, ("e", "r", "why"), p=now)
+    moves = [Move(CURRENT, current, vid)]
+    gone: list[str | None] = []
+    if grace > timedelta(0):
+        tags |= _rec(remote, current, ("r", "why"), e=now + grace)
+        tags |= info_tags(now, now + grace)
+        if previous is not None:
+            tags |= _rec(remote, previous, ("e",), r=now, why="superseded")
+            moves.append(Move(RETIRED, retired if retired != previous else None, previous))
+            gone.append(retired if retired != previous else None)
+    else:
+        # the expiry keeps a crash between the moves below safe: the old current would read as a
+        # previous version that is already due for retirement
+        tags |= _rec(remote, current, (), r=now, why=_short(reason or "revoked"), e=now)
+        tags |= info_tags(now, None)
+        moves.append(Move(PREVIOUS, current, None))
+        if retired != current:
+            moves.append(Move(RETIRED, retired, current))
+        gone += [retired if retired != current else None, previous]
+    return _plan(tags, moves, _forget(remote, *gone))
+
+
+def plan_retire(remote: Remote, vid: str, now: datetime, reason: str) -> Plan:
+    """ROTATOR_RETIRED to the previous version first, then AWSPREVIOUS off it."""
+    retired = remote.holder(RETIRED)
+    moves = [] if retired == vid else [Move(RETIRED, retired, vid)]
+    moves.append(Move(PREVIOUS, vid, None))
+    tags = _rec(remote, vid, ("e",), r=now, why=_short(reason)) | {EXPIRES_TAG: ""}
+    return _plan(tags, moves, _forget(remote, retired if retired != vid else None))
+
+
+def plan_rollback(remote: Remote, target: str, now: datetime, reason: str) -> Plan:
+    """AWSCURRENT back to ``target`` (previous or retired), the idle marker with it, the old current retired."""
+    current = remote.holder(CURRENT)
+    assert current is not None
+    retired = remote.holder(RETIRED)
+    tags = _rec(remote, target, ("e", "r", "why"), p=now)
+    tags |= _rec(remote, current, ("e",), r=now, why=_short(f"rolled back: {reason}"))
+    tags |= info_tags(now, None)
+    moves = [Move(CURRENT, current, target)]
+    if PENDING in remote.stages.get(current, frozenset()):
+        moves.append(Move(PENDING, current, target))
+    moves.append(Move(PREVIOUS, current, None))
+    if retired != current:
+        moves.append(Move(RETIRED, retired, current))
+    gone = retired if retired not in (target, current) else None
+    return _plan(tags, moves, _forget(remote, gone))
+
+
+def plan_discard(remote: Remote, vid: str) -> Plan:
+    """AWSPENDING back to the current version (idle marker); the abandoned version loses every label."""
+    current = remote.holder(CURRENT)
+    target = current if current is not None and PENDING not in remote.stages.get(current, frozenset()) else None
+    return _plan({}, [Move(PENDING, vid, target)], _forget(remote, vid))
+
+
+def plan_purge(remote: Remote, vids: Iterable[str]) -> Plan:
+    """Take ROTATOR_RETIRED off retired versions past the rollback window and forget their records."""
+    chosen = tuple(vids)
+    return _plan({}, [Move(RETIRED, vid, None) for vid in chosen], _forget(remote, *chosen))
+
+
+def plan_meta(remote: Remote, meta: Mapping[str, Any]) -> Plan:
+    """Rewrite the bookkeeping tags (chunks a shorter encoding no longer needs are removed)."""
+    return _plan(encode(META, dict(meta)), [], remote.chunk_keys(META))
+
+
+def _short(reason: str) -> str:
+    """Reasons are free text; keep them short enough that a record stays a few tags long."""
+    return reason if len(reason) <= 200 else reason[:197] + "..."

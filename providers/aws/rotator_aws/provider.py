@@ -1,0 +1,354 @@
+"""AWS Secrets Manager provider: keyset states are native staging labels (layout in :mod:`rotator_aws._layout`).
+
+Compare-and-set without a CAS API: every step first checks ``expected.revision`` (a hash of the labels and
+rotator's tags) against the secret's last known state, re-reading with ``DescribeSecret`` unless this
+instance itself produced or observed that exact state; then every label move names
+``RemoveFromVersionId``, which Secrets Manager refuses if another process moved the label first. Writers of
+one secret inside a process are serialised by a lock, so threads never race each other. Values are read
+with an explicit ``VersionId`` + ``VersionStage`` (never the default version: moto can get it wrong) and
+cached by version id, since a version's value never changes.
+
+Costs per step: stage 3 calls (tag, put, move), promote 2 (tag, move), a read 1 describe plus one
+``GetSecretValue`` per version not seen before.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from rotator import keyset as ks
+from rotator.errors import AccessDenied, ConflictError, IllegalTransition, ProviderError, SecretNotFound
+from rotator.keyset import Keyset, KeyVersion, SecretValue
+from rotator.provider import SecretRef
+from rotator_aws import _steps as steps
+from rotator_aws._client import build_client, snake, translate
+from rotator_aws._layout import CURRENT, PENDING, STAGING, Move, Plan, Remote, label_for
+from rotator_aws.config import AwsConfig
+
+__all__ = ["AwsProvider"]
+
+log = logging.getLogger("rotator.aws")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
+_LABEL_RACE = frozenset({"InvalidParameterException", "InvalidRequestException"})
+_CACHE_SIZE = 20_000
+Source = tuple[SecretValue | None, datetime | None]
+
+
+@dataclass
+class _Entry:
+    """What this instance knows about one secret: the writer lock and the last state seen or written."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    generation: int = 0
+    remote: Remote | None = None
+
+
+class AwsProvider:
+    """Secrets Manager secrets as keysets; safe to share between threads."""
+
+    type_name: ClassVar[str] = "aws"
+    config_model: ClassVar[type[BaseModel]] = AwsConfig
+
+    def __init__(self, *, name: str = "aws", config: AwsConfig | None = None, base_dir: Path | None = None) -> None:
+        self.name = name
+        self.config = config if config is not None else AwsConfig()
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._values: OrderedDict[tuple[str, str], Source] = OrderedDict()
+
+    def __repr__(self) -> str:
+        where = self.config.endpoint_url or self.config.region or "default region"
+        return f"AwsProvider(name={self.name!r}, at={where!r}, prefix={self.config.name_prefix!r})"
+
+    # --- Provider protocol ---------------------------------------------------------------------------
+
+    def read(self, ref: SecretRef) -> Keyset | None:
+        name = self._aws_name(ref)
+        entry = self._entry(name)
+        for _ in range(3):
+            generation = entry.generation
+            remote = self._describe(name)
+            if remote is None:
+                self._observed(entry, generation, None)
+                return None
+            try:
+                sources = self._sources(name, remote)
+            except ConflictError:
+                continue  # a label moved between describe and get: read again
+            self._observed(entry, generation, remote)
+            return remote.keyset(ref.name, sources)
+        raise ConflictError(f"{ref.name}: staging labels of {name} kept moving while reading; retry")
+
+    def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
+        value = self._writable(ref, version)
+        name = self._aws_name(ref)
+        tags = steps.plan_create_tags(version, meta, ref.labels)
+        request: dict[str, Any] = {"Name": name, "ClientRequestToken": version.id, "SecretString": value.reveal(),
+                                   "Tags": _tag_list(tags)}
+        if ref.description:
+            request["Description"] = ref.description
+        if self.config.kms_key_id:
+            request["KmsKeyId"] = self.config.kms_key_id
+        entry = self._entry(name)
+        with entry.lock:
+            created = self._call("CreateSecret", name, **request)
+            remote = Remote(str(created.get("ARN", name)), {version.id: frozenset({CURRENT})}, tags)
+            after = self._run(name, entry, remote, Plan(moves=(Move(PENDING, None, version.id),)))
+        return after.keyset(ref.name, {version.id: (value, None)})
+
+    def adopt(self, ref: SecretRef, expected: Keyset) -> Keyset:
+        current = expected.current
+        if current is None:
+            raise IllegalTransition(f"{ref.name}: {self._aws_name(ref)} has no AWSCURRENT value to adopt")
+        return self._step(ref, expected, lambda r: steps.plan_adopt(r, current, ref.labels), check=True)
+
+    def stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
+        pending = expected.pending
+        if pending is not None and version.attempt is not None and pending.attempt == version.attempt:
+            return expected  # the same attempt staged again (a retried request): nothing to do
+        ks.stage(expected, version)
+        value = self._writable(ref, version)
+        return self._step(ref, expected, lambda r: steps.plan_stage(r, version), value=value,
+                          known={version.id: value})
+
+    def promote(
+        self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, grace: timedelta,
+        reason: str | None = None,
+    ) -> Keyset:
+        ks.promote(expected, version_id, now, grace, reason)
+        self._need_current(ref, expected)
+        return self._step(ref, expected, lambda r: steps.plan_promote(r, version_id, now, grace, reason))
+
+    def retire(self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, reason: str) -> Keyset:
+        ks.retire(expected, version_id, now, reason)
+        return self._step(ref, expected, lambda r: steps.plan_retire(r, version_id, now, reason))
+
+    def rollback(self, ref: SecretRef, expected: Keyset, now: datetime, reason: str, window: timedelta) -> Keyset:
+        restored = ks.rollback(expected, now, reason, window).current
+        assert restored is not None  # ks.rollback raises IllegalTransition otherwise
+        return self._step(ref, expected, lambda r: steps.plan_rollback(r, restored.id, now, reason))
+
+    def discard(self, ref: SecretRef, expected: Keyset, version_id: str) -> Keyset:
+        ks.discard(expected, version_id)
+        return self._step(ref, expected, lambda r: steps.plan_discard(r, version_id))
+
+    def purge(self, ref: SecretRef, expected: Keyset, now: datetime, window: timedelta) -> Keyset:
+        kept = ks.purge(expected, now, window)
+        if kept is expected:
+            return expected
+        gone = {v.id for v in expected.versions} - {v.id for v in kept.versions}
+        return self._step(ref, expected, lambda r: steps.plan_purge(r, sorted(gone)))
+
+    def update_meta(self, ref: SecretRef, expected: Keyset, changes: Mapping[str, Any]) -> Keyset:
+        meta = ks.with_meta(expected, **changes).meta
+        return self._step(ref, expected, lambda r: steps.plan_meta(r, meta), check=True)
+
+    def list(self) -> list[str]:
+        prefix = self.config.name_prefix
+        filters = [{"Key": "tag-key", "Values": ["rotator:managed"]}]
+        if prefix:
+            filters.append({"Key": "name", "Values": [prefix]})
+        names: list[str] = []
+        request: dict[str, Any] = {"Filters": filters, "MaxResults": 100}
+        while True:
+            page = self._call("ListSecrets", prefix + "*", **request)
+            names += [s["Name"][len(prefix):] for s in page.get("SecretList", []) if s["Name"].startswith(prefix)]
+            if not page.get("NextToken"):
+                return sorted(set(names))
+            request["NextToken"] = page["NextToken"]
+
+    def check(self) -> None:
+        self._call("ListSecrets", self.config.name_prefix + "*", MaxResults=1)
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def _step(self, ref: SecretRef, expected: Keyset, planner: Callable[[Remote], Plan], *, check: bool = False,
+              value: SecretValue | None = None, known: Mapping[str, SecretValue] | None = None) -> Keyset:
+        """Check ``expected`` is still what is stored, run the planned writes, return the keyset after."""
+        name = self._aws_name(ref)
+        entry = self._entry(name)
+        with entry.lock:
+            remote = self._confirm(ref, name, entry, expected, fresh=check)
+            after = self._run(name, entry, remote, planner(remote), value)
+        sources = {v.id: v.value for v in expected.versions if v.value is not None} | dict(known or {})
+        return after.keyset(ref.name, self._sources(name, after, sources))
+
+    def _confirm(self, ref: SecretRef, name: str, entry: _Entry, expected: Keyset, *, fresh: bool) -> Remote:
+        """The stored state if its revision is ``expected.revision``; ConflictError otherwise."""
+        with self._state_lock:
+            known = entry.remote
+        if not fresh and known is not None and known.revision == expected.revision:
+            return known  # this instance wrote or read exactly this state; label moves re-check in AWS
+        remote = self._describe(name)
+        if remote is None:
+            raise SecretNotFound(f"{ref.name}: AWS Secrets Manager has no secret {name} any more")
+        with self._state_lock:
+            entry.remote, entry.generation = remote, entry.generation + 1
+        if remote.revision != expected.revision:
+            raise ConflictError(f"{ref.name}: {name} changed since revision {expected.revision} was read; "
+                                "re-read and decide")
+        return remote
+
+    def _run(self, name: str, entry: _Entry, remote: Remote, plan: Plan, value: SecretValue | None = None) -> Remote:
+        """Execute ``plan`` in order; the predicted state becomes what this instance knows."""
+        try:
+            if plan.tags:
+                self._call("TagResource", name, SecretId=name, Tags=_tag_list(plan.tags))
+            if plan.put is not None:
+                assert value is not None
+                self._call("PutSecretValue", name, SecretId=name, ClientRequestToken=plan.put,
+                           SecretString=value.reveal(), VersionStages=[STAGING])
+            for move in plan.moves:
+                self._move(name, move)
+        except BaseException:
+            with self._state_lock:
+                entry.remote, entry.generation = None, entry.generation + 1
+            raise
+        if plan.untag:
+            try:
+                self._call("UntagResource", name, SecretId=name, TagKeys=list(plan.untag))
+            except ProviderError as exc:  # leftover records are harmless and pruned by a later step
+                log.warning("aws.untag_failed secret=%s error=%s", name, exc)
+                plan = replace(plan, untag=())
+        after = remote.after(plan)
+        with self._state_lock:
+            entry.remote, entry.generation = after, entry.generation + 1
+        return after
+
+    def _move(self, name: str, move: Move) -> None:
+        request: dict[str, Any] = {"SecretId": name, "VersionStage": move.label}
+        if move.remove_from is not None:
+            request["RemoveFromVersionId"] = move.remove_from
+        if move.move_to is not None:
+            request["MoveToVersionId"] = move.move_to
+        self._call("UpdateSecretVersionStage", name, race=_LABEL_RACE, **request)
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def _describe(self, name: str) -> Remote | None:
+        try:
+            desc = self._call("DescribeSecret", name, SecretId=name)
+        except SecretNotFound:
+            return None
+        if desc.get("DeletedDate"):
+            raise ProviderError(f"AWS secret {name} is scheduled for deletion",
+                                hint=f"restore it (aws secretsmanager restore-secret --secret-id {name}) or "
+                                     "choose another path")
+        remote = Remote.from_describe(desc)
+        if len(remote.holders(CURRENT)) > 1:  # only moto does this; ask which one it serves
+            answer = self._call("GetSecretValue", name, SecretId=name, VersionStage=CURRENT)
+            remote = remote.with_current(str(answer["VersionId"]))
+        return remote
+
+    def _sources(self, name: str, remote: Remote, known: Mapping[str, SecretValue | None] | None = None
+                 ) -> dict[str, Source]:
+        """Value and CreatedDate of every version in the keyset: cache, then ``known``, then AWS."""
+        out: dict[str, Source] = {}
+        for vid, state in remote.members().items():
+            with self._state_lock:
+                hit = self._values.get((name, vid))
+            if hit is not None:
+                out[vid] = hit
+            elif known is not None and vid in known:
+                out[vid] = (known[vid], None)
+            else:
+                out[vid] = self._fetch(name, vid, label_for(state), foreign=not remote.managed)
+        return out
+
+    def _fetch(self, name: str, vid: str, label: str, *, foreign: bool = False) -> Source:
+        try:
+            answer = self._call("GetSecretValue", name, race=_LABEL_RACE, SecretId=name, VersionId=vid,
+                                VersionStage=label)
+        except SecretNotFound:
+            return (None, None)  # the version is gone (deprecated and deleted by AWS)
+        except AccessDenied:
+            if foreign:  # least privilege reads only managed secrets; adopting one needs no value
+                return (None, None)
+            raise
+        text = answer.get("SecretString")
+        if text is None and isinstance(answer.get("SecretBinary"), bytes):
+            try:
+                text = answer["SecretBinary"].decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+        created = answer.get("CreatedDate")
+        found: Source = (SecretValue(text) if text is not None else None,
+                         created.astimezone(UTC) if isinstance(created, datetime) else None)
+        with self._state_lock:
+            self._values[(name, vid)] = found
+            while len(self._values) > _CACHE_SIZE:
+                self._values.popitem(last=False)
+        return found
+
+    # --- plumbing ------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, created on first use."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = build_client(self.config)
+            return self._client
+
+    def _call(self, action: str, secret: str, *, race: frozenset[str] = frozenset(), **request: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        method = getattr(self.client, snake(action))
+        try:
+            return method(**request)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in race:
+                raise ConflictError(f"{secret}: another actor moved a staging label first ({action}); "
+                                    "re-read and decide") from exc
+            raise translate(exc, action=action, name=secret, endpoint=self.config.endpoint_url) from exc
+        except BotoCoreError as exc:
+            raise translate(exc, action=action, name=secret, endpoint=self.config.endpoint_url) from exc
+
+    def _aws_name(self, ref: SecretRef) -> str:
+        return self.config.name_prefix + ref.path
+
+    def _entry(self, name: str) -> _Entry:
+        with self._state_lock:
+            return self._entries.setdefault(name, _Entry())
+
+    def _observed(self, entry: _Entry, generation: int, remote: Remote | None) -> None:
+        """Remember what a read saw, unless a write of this instance finished meanwhile."""
+        with self._state_lock:
+            if entry.generation == generation:
+                entry.remote, entry.generation = remote, generation + 1
+
+    @staticmethod
+    def _writable(ref: SecretRef, version: KeyVersion) -> SecretValue:
+        if not _TOKEN.fullmatch(version.id):
+            raise IllegalTransition(f"{ref.name}: version id {version.id[:16]!r} cannot be an AWS VersionId "
+                                    "(32-64 letters, digits, '-' or '_')")
+        if version.value is None:
+            raise IllegalTransition(f"{ref.name}: version {version.id[:8]} has no value to store")
+        return version.value
+
+    @staticmethod
+    def _need_current(ref: SecretRef, expected: Keyset) -> None:
+        if expected.current is None:
+            raise IllegalTransition(f"{ref.name}: no AWSCURRENT version to promote over")
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
