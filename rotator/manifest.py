@@ -30,6 +30,7 @@ Duration = Annotated[
 ]
 Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet"]
 CharClass = Literal["lower", "upper", "digit", "symbol"]
+RetireMode = Literal["at_grace_end", "when_acknowledged"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
 
 
@@ -61,6 +62,7 @@ class _Policy(_Strict):
     notify: list[str] | None = None
     stale_pending_after: Duration | None = None
     rollback_window: Duration | None = None
+    retire: RetireMode | None = None  # default at_grace_end; when_acknowledged needs `consumers`
 
 
 class Defaults(_Policy):
@@ -144,6 +146,7 @@ class SecretPolicy:
     stale_pending_after: timedelta
     rollback_window: timedelta
     params: GeneratorParams
+    retire: RetireMode = "at_grace_end"  # when_acknowledged: as soon as every consumer moved (rotator.acks)
 
     @property
     def name(self) -> str:
@@ -303,9 +306,17 @@ class _Checker:
                 stale_pending_after=_pick(spec.stale_pending_after, defaults.stale_pending_after,
                                           timedelta(hours=1)),
                 rollback_window=_pick(spec.rollback_window, defaults.rollback_window, timedelta(hours=24)),
-                params=spec.generator_params(),
+                params=spec.generator_params(), retire=self._retire(at, spec, defaults),
             )
         return out
+
+    def _retire(self, at: tuple[str | int, ...], spec: SecretSpec, defaults: Defaults) -> RetireMode:
+        mode = spec.retire or defaults.retire or "at_grace_end"
+        if mode == "when_acknowledged" and not spec.consumers:
+            inherited = "" if spec.retire else " (from defaults)"
+            raise self.fail((*at, "retire" if spec.retire else "consumers"),
+                            f"retire: when_acknowledged{inherited} needs a non-empty 'consumers' list")
+        return mode
 
     def _schedule(self, at: tuple[str | int, ...], policy: _Policy) -> None:
         if policy.every is not None and policy.cron is not None and "every" in policy.model_fields_set:
@@ -406,8 +417,16 @@ def manifest_json_schema() -> dict[str, Any]:
             variants.append(load_provider_class(name).config_model.model_json_schema())
         except Exception:  # noqa: S112 - a broken third-party provider must not break `rotator schema`
             continue
+    for variant in variants:  # a variant's own "$defs" (vault's auth methods) must be where "#/$defs/.." points
+        for name, definition in variant.pop("$defs", {}).items():
+            schema.setdefault("$defs", {}).setdefault(name, definition)
     if variants:
         schema["properties"]["providers"]["additionalProperties"] = {"anyOf": variants}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "rotator manifest (rotation.yaml)"
     return schema
+
+
+def resolve_manifest_path(path: str | None) -> Path:
+    """``-f``, else ``ROTATOR_MANIFEST``, else ``./rotation.yaml``."""
+    return Path(path or os.environ.get("ROTATOR_MANIFEST") or "rotation.yaml")

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from rotator.acks import waiting_for
 from rotator.keyset import Keyset
 from rotator.manifest import SecretPolicy
-from rotator.schedule import format_duration
+from rotator.schedule import format_duration, parse_duration
 
 __all__ = ["Action", "Decision", "decide", "last_rotation", "notice_key"]
 
@@ -52,7 +53,9 @@ def last_rotation(keyset: Keyset) -> datetime | None:
 
 
 def notice_key(lead: timedelta) -> str:
-    return format_duration(lead)
+    """How a sent notice is recorded: ``14d``; exact, so ``1d2h3m`` and ``1d2h`` stay two notices."""
+    key = format_duration(lead)  # keeps two units only
+    return key if parse_duration(key) == lead else f"{int(lead.total_seconds())}s"
 
 
 def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Decision:
@@ -77,6 +80,8 @@ def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Decisi
     if previous is not None and previous.expires_at is not None:
         if previous.expires_at <= now:
             return Decision(Action.RETIRE, f"grace of {previous.id[:8]} ended", due, now)
+        if policy.retire == "when_acknowledged" and not waiting_for(policy.spec.consumers, keyset):
+            return Decision(Action.RETIRE, f"every consumer moved off {previous.id[:8]}", due, now)
         times.append(previous.expires_at)
     if due <= now:
         backoff_until = _backoff_until(keyset)
@@ -113,6 +118,7 @@ def _backoff_until(keyset: Keyset) -> datetime | None:
     last = keyset.meta.get("last_failure_at")
     if not failures or not last:
         return None
-    delay: timedelta = min(timedelta(minutes=1) * 2 ** (int(failures) - 1), FAILURE_BACKOFF_MAX)
+    exponent = min(int(failures) - 1, 16)  # 2 ** 41 minutes overflows timedelta; 2 ** 6 already exceeds the max
+    delay: timedelta = min(timedelta(minutes=1) * 2**exponent, FAILURE_BACKOFF_MAX)
     started: datetime = datetime.fromisoformat(str(last))
     return started + delay
