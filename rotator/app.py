@@ -11,7 +11,6 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rotator.audit import AuditLog
@@ -19,11 +18,11 @@ from rotator.clock import Clock, utcnow
 from rotator.engine import Engine
 from rotator.events import Event, EventBus, Subscriber
 from rotator.logs import get_logger, redact_text
-from rotator.manifest import Manifest, load_manifest
+from rotator.manifest import Manifest, load_manifest, resolve_manifest_path
 from rotator.metrics import METRICS
 from rotator.provider import ProviderSet
 
-__all__ = ["Runtime", "build_runtime", "default_actor"]
+__all__ = ["Runtime", "build_runtime", "default_actor", "resolve_manifest_path"]
 
 log = get_logger("rotator")
 
@@ -123,8 +122,3 @@ def _log_event(event: Event) -> None:
     name = fields.pop("event")
     level = "warning" if name in ("rotation.failed", "rotation.rolled_back", "key.revoked") else "info"
     getattr(log, level)(name, **fields)
-
-
-def resolve_manifest_path(path: str | None) -> Path:
-    """``-f``, else ``ROTATOR_MANIFEST``, else ``./rotation.yaml``."""
-    return Path(path or os.environ.get("ROTATOR_MANIFEST") or "rotation.yaml")

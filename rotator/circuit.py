@@ -15,13 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
 from rotator.errors import BackendUnavailable
-from rotator.metrics import METRICS
 
 __all__ = ["CircuitBreaker", "GuardedProvider", "breaker_for"]
 
+_MAX_BACKOFF = 5.0
+
+DEFAULTS = {"threshold": 5, "cooldown": 60.0}  # the daemon's --circuit-cooldown changes the cooldown
 _BREAKERS: dict[str, CircuitBreaker] = {}
 _BREAKERS_LOCK = threading.Lock()
 
@@ -30,8 +30,15 @@ def breaker_for(provider: str) -> CircuitBreaker:
     """The process-wide breaker of a provider name (it survives manifest reloads in the daemon)."""
     with _BREAKERS_LOCK:
         if provider not in _BREAKERS:
-            _BREAKERS[provider] = CircuitBreaker(provider)
+            _BREAKERS[provider] = CircuitBreaker(provider, threshold=int(DEFAULTS["threshold"]),
+                                                 cooldown=DEFAULTS["cooldown"])
         return _BREAKERS[provider]
+
+
+def _metrics() -> Any:
+    from rotator.metrics import METRICS  # imported on first failure: `rotator validate` never pays for it
+
+    return METRICS
 
 
 class CircuitBreaker:
@@ -70,9 +77,11 @@ class CircuitBreaker:
                 self._trial = True
 
     def success(self) -> None:
+        if self.failures == 0 and self.opened_at is None:
+            return  # the hot path: nothing to reset, no gauge to touch
         with self._lock:
             self.failures, self.opened_at, self._trial = 0, None, False
-        METRICS.circuit_open.labels(provider=self.name).set(0)
+        _metrics().circuit_open.labels(provider=self.name).set(0)
 
     def failure(self) -> None:
         with self._lock:
@@ -80,13 +89,10 @@ class CircuitBreaker:
             self._trial = False
             if self.failures >= self.threshold or self.opened_at is not None:
                 self.opened_at = self.clock()
-        METRICS.backend_errors.labels(provider=self.name).inc()
+        metrics = _metrics()
+        metrics.backend_errors.labels(provider=self.name).inc()
         if self.opened_at is not None:
-            METRICS.circuit_open.labels(provider=self.name).set(1)
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, BackendUnavailable) and exc.transient
+            metrics.circuit_open.labels(provider=self.name).set(1)
 
 
 class GuardedProvider:
@@ -95,12 +101,8 @@ class GuardedProvider:
     def __init__(self, inner: Any, breaker: CircuitBreaker, *, attempts: int = 3, backoff: float = 0.2) -> None:
         self.inner = inner
         self.breaker = breaker
-        retry = getattr(inner, "retry_transient", True)
-        self._retrying = Retrying(
-            stop=stop_after_attempt(attempts if retry else 1),
-            wait=wait_exponential(multiplier=backoff, max=5),
-            retry=retry_if_exception(_transient), reraise=True,
-        )
+        self._attempts = attempts if getattr(inner, "retry_transient", True) else 1
+        self._backoff = backoff
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self.inner, name)
@@ -117,16 +119,23 @@ class GuardedProvider:
 
     def _call(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         self.breaker.before()
-        try:
-            result = self._retrying(target, *args, **kwargs)
-        except BackendUnavailable:
-            self.breaker.failure()
-            raise
-        except Exception:
-            self.breaker.success()  # the backend answered (a conflict, a denial): it is up
-            raise
-        self.breaker.success()
-        return result
+        delay = self._backoff
+        for attempt in range(1, self._attempts + 1):
+            try:
+                result = target(*args, **kwargs)
+            except BackendUnavailable as exc:
+                if exc.transient and attempt < self._attempts:
+                    time.sleep(delay)  # exponential backoff between attempts
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    continue
+                self.breaker.failure()
+                raise
+            except Exception:
+                self.breaker.success()  # the backend answered (a conflict, a denial): it is up
+                raise
+            self.breaker.success()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def __repr__(self) -> str:
         return f"GuardedProvider({self.inner!r}, circuit={self.breaker.state})"

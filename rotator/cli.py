@@ -28,13 +28,13 @@ class _State:
         self.manifest_arg, self.log_format, self.verbose = manifest, log_format, verbose
 
     def manifest(self) -> Manifest:
-        from rotator.app import resolve_manifest_path
-        from rotator.manifest import load_manifest
+        from rotator.manifest import load_manifest, resolve_manifest_path
 
         return load_manifest(resolve_manifest_path(self.manifest_arg))
 
     def runtime(self, actor_kind: str = "cli", **kwargs: Any) -> Runtime:
-        from rotator.app import build_runtime, default_actor, resolve_manifest_path
+        from rotator.app import build_runtime, default_actor
+        from rotator.manifest import resolve_manifest_path
 
         return build_runtime(resolve_manifest_path(self.manifest_arg), actor=default_actor(actor_kind),
                              **kwargs)
@@ -54,7 +54,7 @@ pass_state = click.make_pass_decorator(_State)
 def cli(ctx: click.Context, manifest: str | None, log_format: str | None, verbose: int) -> None:
     """Rotate API keys, HMAC secrets and signing keys with a dual-key grace period."""
     ctx.obj = _State(manifest, log_format, verbose)
-    if ctx.invoked_subcommand not in (None, "schema"):
+    if ctx.invoked_subcommand not in (None, "schema", "validate"):  # those two log nothing: start faster
         from rotator.logs import configure_logging
 
         configure_logging(log_format, verbose)  # type: ignore[arg-type]
@@ -171,16 +171,20 @@ def run(state: _State, dry_run: bool, concurrency: int, output: str) -> None:
 @click.option("--metrics-port", type=int, default=9102, show_default=True)
 @click.option("--listen", default="127.0.0.1", show_default=True, help="Address for /metrics and probes.")
 @click.option("--reconcile-every", default="5m", show_default=True, metavar="DURATION")
+@click.option("--circuit-cooldown", default="60s", show_default=True, metavar="DURATION",
+              help="How long a provider's circuit stays open after 5 consecutive failures.")
 @pass_state
-def daemon(state: _State, metrics_port: int, listen: str, reconcile_every: str) -> None:
+def daemon(state: _State, metrics_port: int, listen: str, reconcile_every: str, circuit_cooldown: str) -> None:
     """Run continuously: scheduled rotations, notices, retirements; /metrics, /healthz, /readyz."""
+    from rotator import circuit
     from rotator.daemon import Daemon
     from rotator.schedule import parse_duration
 
     try:
         every = parse_duration(reconcile_every)
+        circuit.DEFAULTS["cooldown"] = parse_duration(circuit_cooldown).total_seconds()
     except ValueError as exc:
-        raise UsageError(f"--reconcile-every: {exc}") from None
+        raise UsageError(f"--reconcile-every/--circuit-cooldown: {exc}") from None
     code = Daemon(state.manifest_arg, listen=listen, port=metrics_port, reconcile_every=every).run()
     sys.exit(int(code))
 

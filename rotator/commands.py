@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from rotator._output import ago, emit_json, is_tty, print_table, when
+from rotator.acks import acknowledged, waiting_for
 from rotator.app import Runtime
 from rotator.engine import Outcome, exit_code_for
 from rotator.errors import ExitCode, RotatorError, UsageError
@@ -65,6 +66,8 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
             "next_due": policy.schedule.due_at(last, now) if last else None,
             "consumers": list(policy.spec.consumers), "versions": versions,
             "last_failure": keyset.meta.get("last_failure") if keyset else None,
+            "acknowledged": acknowledged(keyset) if keyset else {},
+            "waiting_for": waiting_for(policy.spec.consumers, keyset) if keyset else list(policy.spec.consumers),
         })
     if output == "json":
         emit_json({"at": now, "secrets": items})
@@ -72,12 +75,21 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
     rows = []
     for item in items:
         if not item["versions"]:
-            rows.append([item["secret"], "-", "(not created)", "-", "-", "-"])
+            rows.append([item["secret"], "-", "(not created)", "-", "-", "-", "-"])
         for row in item["versions"]:
             left = when(row["expires_at"], now) if row["state"] == "previous" else "-"
             rows.append([item["secret"], row["id"][:8], row["state"], ago(row["created_at"], now), left,
-                         row["reason"] or ""])
-    print_table("status", ["secret", "version", "state", "age", "grace until", "note"], rows)
+                         _moved(item) if row["state"] == "current" else "", row["reason"] or ""])
+    print_table("status", ["secret", "version", "state", "age", "grace until", "consumers moved", "note"], rows)
+
+
+def _moved(item: dict[str, Any]) -> str:
+    """``1/2, waiting: billing-worker``: consumers that acknowledged the current version."""
+    named, waiting = item["consumers"], item["waiting_for"]
+    if not named:
+        return "-"
+    done = f"{len(named) - len(waiting)}/{len(named)}"
+    return f"{done}, waiting: {', '.join(waiting)}" if waiting else done
 
 
 def run_and_report(rt: Runtime, policies: Sequence[SecretPolicy], output: str, **options: Any) -> None:

@@ -6,6 +6,7 @@ SIGTERM/SIGINT stop scheduling, let the in-flight step finish (the engine checks
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -56,6 +57,7 @@ class Daemon:
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: thread stacks on stderr
         METRICS.up.set(1)
         first = self.reconcile()
         self._print_plan()
@@ -183,6 +185,10 @@ class Daemon:
                 elif path == "/readyz":
                     code = 200 if daemon.ready and not daemon.stopping.is_set() else 503
                     self._send(code, (daemon.ready_reason + "\n").encode())
+                elif path.startswith("/.well-known/jwks/"):
+                    from rotator.jwks import serve_jwks
+
+                    serve_jwks(self, daemon.runtime, path)
                 else:
                     self._send(404, b"not found\n")
 

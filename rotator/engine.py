@@ -115,7 +115,6 @@ class Engine:
             for version in keyset.versions:
                 if version.value is not None:
                     register_secret(version.value.reveal())
-            self._observe(policy, keyset)
         return keyset
 
     def reconcile(self, policies: Iterable[SecretPolicy], *, force: bool = False, reason: str | None = None,
@@ -152,6 +151,8 @@ class Engine:
                 if force and decision.action in (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE):
                     decision = Decision(Action.ROTATE, "forced (--now)", decision.due_at, now)
                 if decision.action in (Action.NONE, Action.PAUSED, Action.BACKOFF):
+                    if keyset is not None:
+                        self._observe(policy, keyset)  # gauges once per pass, from the settled keyset
                     if not done:
                         done.append(Outcome(policy.name, str(decision.action), True, decision.detail))
                     break
@@ -299,6 +300,7 @@ class Engine:
                                pending.id, old.id if old else None)
             raise
         METRICS.duration.observe(time.monotonic() - started)
+        self._observe(policy, promoted)
         METRICS.rotations.labels(secret=policy.name, result="success").inc()
         old_id = old.id if old else None
         details: dict[str, Any] = {"resumed": resumed}

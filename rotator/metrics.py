@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -40,19 +41,28 @@ class Metrics:
                         registry=r)
         self.info = Gauge("rotator_build_info", "Build information.", ["version"], registry=r)
         self.info.labels(version=__version__).set(1)
+        self._children: dict[str, tuple[Any, Any, Any]] = {}
+        self._in_grace: set[str] = set()
 
     def observe_secret(self, secret: str, *, age: float | None, policy: float | None,
                        next_due: datetime | None, grace_expiry: datetime | None) -> None:
-        """Refresh the per-secret gauges after a keyset was read."""
+        """Refresh the per-secret gauges after a keyset was read (label children cached per secret)."""
+        children = self._children.get(secret)
+        if children is None:
+            children = (self.age.labels(secret=secret), self.policy.labels(secret=secret),
+                        self.next_rotation.labels(secret=secret))
+            self._children[secret] = children
         if age is not None:
-            self.age.labels(secret=secret).set(age)
+            children[0].set(age)
         if policy is not None:
-            self.policy.labels(secret=secret).set(policy)
+            children[1].set(policy)
         if next_due is not None:
-            self.next_rotation.labels(secret=secret).set(next_due.timestamp())
+            children[2].set(next_due.timestamp())
         if grace_expiry is not None:
             self.grace_expiry.labels(secret=secret).set(grace_expiry.timestamp())
-        else:
+            self._in_grace.add(secret)
+        elif secret in self._in_grace:
+            self._in_grace.discard(secret)
             with contextlib.suppress(KeyError):
                 self.grace_expiry.remove(secret)
 

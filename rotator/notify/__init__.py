@@ -5,9 +5,23 @@
 content. Receivers of webhooks use :mod:`rotator.webhooks`.
 """
 
-from rotator.notify.base import TEST_EVENT, DeliveryError, Notifier, make_test_event
-from rotator.notify.config import DeliveryPolicy, EmailConfig, NotifierConfig, SlackConfig, WebhookConfig
-from rotator.notify.dispatch import DeliveryFailure, Dispatcher, OnResult, build_notifier
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "TEST_EVENT": "base", "DeliveryError": "base", "Notifier": "base", "make_test_event": "base",
+    "DeliveryPolicy": "config", "EmailConfig": "config", "NotifierConfig": "config", "SlackConfig": "config",
+    "WebhookConfig": "config", "DeliveryFailure": "dispatch", "Dispatcher": "dispatch", "OnResult": "dispatch",
+    "build_notifier": "dispatch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import submodules on first use: loading the manifest needs only ``config`` (faster start-up)."""
+    if name in _WHERE:
+        return getattr(import_module(f"rotator.notify.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'rotator.notify' has no attribute {name!r}")
+
 
 __all__ = [
     "TEST_EVENT",
