@@ -34,7 +34,7 @@ lint:
 	$(BIN)/ruff check .
 
 typecheck:
-	$(BIN)/mypy rotator $(addsuffix /rotator_*,$(PROVIDERS))
+	$(BIN)/mypy rotator $(foreach p,$(PROVIDERS),$(p)/rotator_$(notdir $(p)))
 
 ## security: bandit over the shipped code; medium/high findings fail (skips explained in pyproject [tool.bandit])
 security:
