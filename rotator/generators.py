@@ -12,7 +12,7 @@
 
 API keys follow GitHub's token format so secret scanners can spot them and check them offline::
 
-    rtr_live_ 9fK2hQ...Zc0P 1xYz0A      prefix: <= 32 of [A-Za-z0-9_], may be empty
+    rtr_live_ 9fK2hQ...Zc0P 1xYz0A      prefix: <= 32 of [A-Za-z0-9_] ending in "_", or empty
     └prefix─┘ └──body─────┘ └─────┘     body: `length` (default 32, 20..256) base62 chars
                                         checksum: CRC32 of ASCII prefix+body as exactly 6 base62 digits
 
@@ -61,7 +61,7 @@ _HMAC_BYTES = (16, 1024, 32)  # min, max, default
 _API_KEY_LENGTH = (20, 256, 32)
 _PASSWORD_LENGTH = (8, 1024, 32)
 _CHECKSUM_LEN = 6
-_PREFIX_RE = re.compile(r"[A-Za-z0-9_]{0,32}", re.ASCII)
+_PREFIX_RE = re.compile(r"(?:[A-Za-z0-9_]{0,31}_)?", re.ASCII)  # empty, or ending in "_" (the body has none)
 _API_KEY_RE = re.compile(r"[A-Za-z0-9_]{0,32}?[A-Za-z0-9]{20,256}", re.ASCII)  # prefix + body, any prefix
 _BODY_RE = re.compile(r"[A-Za-z0-9]{20,256}", re.ASCII)
 _PKCS8_HEADER = "-----BEGIN PRIVATE KEY-----"
@@ -74,7 +74,7 @@ class GeneratorParams:
     kind: Kind
     bytes: int | None = None  # hmac: random bytes (default 32, 16..1024)
     encoding: Encoding = "base64"  # hmac: output encoding
-    prefix: str = ""  # api_key: [A-Za-z0-9_], at most 32 characters
+    prefix: str = ""  # api_key: [A-Za-z0-9_] ending in "_", at most 32 characters
     length: int | None = None  # api_key: body (default 32, 20..256); password: total (default 32, 8..1024)
     require: tuple[str, ...] = ("lower", "upper", "digit", "symbol")  # password: classes that must appear
     exclude: str = ""  # password: characters never used
@@ -125,7 +125,8 @@ def _in_range(field: str, value: int | None, bounds: tuple[int, int, int], what:
 
 def _check_api_key(params: GeneratorParams) -> None:
     if not _PREFIX_RE.fullmatch(params.prefix):
-        raise ParamError("prefix", "prefix may only use A-Z a-z 0-9 _ and be at most 32 characters long")
+        raise ParamError("prefix", "prefix may only use A-Z a-z 0-9 _, must end with _ (so a scanner sees "
+                                   "where the body starts) and be at most 32 characters long")
     _in_range("length", params.length, _API_KEY_LENGTH, "an api_key body")
 
 
@@ -238,6 +239,8 @@ def check_api_key(key: str, prefix: str | None = None) -> bool:
     if len(key) <= _CHECKSUM_LEN or not key.isascii():
         return False
     head, check = key[:-_CHECKSUM_LEN], key[-_CHECKSUM_LEN:]
+    if prefix is not None and not _PREFIX_RE.fullmatch(prefix):
+        return False  # not a prefix rotator can issue: without the final "_" the boundary is ambiguous
     if prefix is None:
         well_formed = _API_KEY_RE.fullmatch(head) is not None
     else:

@@ -132,7 +132,7 @@ def test_api_key_checksum_is_zero_padded() -> None:
 
 def test_check_api_key_accepts_generated_keys() -> None:
     """Fresh keys pass with their own prefix, with any prefix allowed, and without a prefix."""
-    for prefix in ("rtr_live_", "ghp_", "X", ""):
+    for prefix in ("rtr_live_", "ghp_", "X_", ""):
         for _ in range(20):
             key = generate(GeneratorParams(kind="api_key", prefix=prefix)).value.reveal()
             assert check_api_key(key, prefix)
@@ -159,6 +159,12 @@ def test_check_api_key_rejects_swapped_neighbours() -> None:
             if key[pos] != key[pos + 1]:
                 swapped = key[:pos] + key[pos + 1] + key[pos] + key[pos + 2 :]
                 assert not check_api_key(swapped)
+
+
+def test_api_key_prefix_must_end_with_underscore() -> None:
+    """A non-empty prefix must end in "_" so the body boundary is unambiguous (base62 has no "_")."""
+    with pytest.raises(ValueError, match="must end with _"):
+        check_params(GeneratorParams(kind="api_key", prefix="rtr"))
 
 
 @pytest.mark.parametrize("prefix", ["rtr_test_", "", "rtr_", "rtr_live_x"])
