@@ -10,13 +10,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from rotator_aws.config import AwsConfig
 from rotator_aws.provider import AwsProvider
 
-from rotator.generators import matches_kind
-from rotator.keyset import Keyset, State
+from rotator.generators import GeneratorParams, generate, matches_kind
+from rotator.keyset import Keyset, KeyVersion, State
 from rotator.provider import SecretRef
 from tests.conftest import Workspace
 from tests.moto_server import DUMMY_ENV, GatedMotoServer, aws_env, moto
@@ -171,10 +172,13 @@ def test_kill_9_at_random_moments_then_run(aws_ws: tuple[Workspace, Aws]) -> Non
 def test_racing_processes_rotate_a_due_secret_once(aws_ws: tuple[Workspace, Aws]) -> None:
     """Three `rotate` processes on a due secret: one rotation, the others resume it or see it done."""
     ws, aws = aws_ws
-    ws.write_manifest(MANIFEST.replace("every: 30d, grace: 1d, notice: 1d", "every: 3s, grace: 1s, notice: 1s"))
-    assert ws.cli("run").code == 0
+    ws.write_manifest(MANIFEST.replace("every: 30d, grace: 1d, notice: 1d", "every: 1h, grace: 1m, notice: 1m"))
+    token = uuid.uuid4().hex  # a value made two hours ago: due now, and not again for an hour however slow
+    old = datetime.now(UTC) - timedelta(hours=2)
+    aws.provider.create(REF, KeyVersion(id=token, state=State.CURRENT, created_at=old, promoted_at=old,
+                                        attempt=token, value=generate(GeneratorParams(kind="api_key",
+                                                                                      prefix="k_")).value), {})
     created = aws.read().current
-    time.sleep(3.2)
     procs = [ws.spawn("rotate", "api", "-o", "json") for _ in range(3)]
     actions = []
     for proc in procs:

@@ -66,6 +66,23 @@ def _keyset(root: Path) -> dict[str, list[str]]:
         provider.close()
 
 
+def _create_old_value(root: Path) -> None:
+    """Store the secret's first value as if it had been made two hours ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from rotator.generators import GeneratorParams, generate
+    from rotator.keyset import KeyVersion, State
+
+    old = datetime.now(UTC) - timedelta(hours=2)
+    value = generate(GeneratorParams(kind="api_key")).value
+    provider = LocalProvider(name="seed", config=LocalConfig(type="local"), base_dir=root)
+    try:
+        provider.create(SecretRef("key", "key"), KeyVersion(id="seed" * 8, state=State.CURRENT, created_at=old,
+                                                           promoted_at=old, value=value), {})
+    finally:
+        provider.close()
+
+
 def test_kill_9_at_random_moments_then_run_recovers(workspace: Workspace) -> None:
     """20 rotations killed at random instants: each following `run` leaves exactly one current, no
     pending, a valid value at every observed instant, and an intact audit chain."""
@@ -103,14 +120,13 @@ def test_four_processes_rotate_a_due_secret_exactly_once(workspace: Workspace) -
     """Four `rotate NAME` processes started together on a due secret produce one rotation in total."""
     workspace.write_manifest("""
         version: 1
-        defaults: {every: 3s, grace: 1s, notice: 1s}
+        defaults: {every: 1h, grace: 1m, notice: 1m}
         secrets:
           - name: key
             kind: api_key
             verify: {command: ["sh", "-c", "cat >/dev/null; sleep 0.1"]}
     """)
-    assert workspace.cli("run").code == 0
-    time.sleep(3.2)
+    _create_old_value(workspace.root)  # due now, and not again for an hour however slowly processes start
     procs = [workspace.spawn("rotate", "key", "-o", "json") for _ in range(4)]
     results = []
     for proc in procs:
