@@ -57,7 +57,7 @@ def cli(ctx: click.Context, manifest: str | None, log_format: str | None, verbos
     if ctx.invoked_subcommand not in (None, "schema", "validate"):  # those two log nothing: start faster
         from rotator.logs import configure_logging
 
-        configure_logging(log_format, verbose)  # type: ignore[arg-type]
+        configure_logging(log_format, verbose, cache=True)  # type: ignore[arg-type]
 
 
 @cli.command()

@@ -231,12 +231,14 @@ def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventD
 
 
 def configure_logging(
-    fmt: Literal["json", "console"] | None = None, verbosity: int = 0, stream: TextIO | None = None
+    fmt: Literal["json", "console"] | None = None, verbosity: int = 0, stream: TextIO | None = None,
+    *, cache: bool = False,
 ) -> None:
     """Set up structlog and stdlib logging to write redacted lines to ``stream`` (default: stderr).
 
     ``fmt`` None means console on a TTY and JSON otherwise; verbosity >= 1 logs DEBUG. Third-party loggers
-    (stdlib ``logging``) pass the same redaction and are limited to WARNING.
+    (stdlib ``logging``) pass the same redaction and are limited to WARNING. ``cache=True`` (the CLI, which
+    configures once per process) lets each logger build its processor chain once instead of per call.
     """
     out = stream if stream is not None else sys.stderr
     tty = _isatty(out)
@@ -261,7 +263,7 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(level),
         context_class=dict,
         logger_factory=lambda *args: _NamedWriteLogger(out, args[0] if args else None),
-        cache_logger_on_first_use=False,  # so a later configure_logging (tests, CLI) takes effect everywhere
+        cache_logger_on_first_use=cache,  # off by default so a later configure_logging (tests) takes effect
     )
 
     handler = _RedactingHandler(out)
