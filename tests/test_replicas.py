@@ -9,8 +9,6 @@ import itertools
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from rotator.localstore import LocalConfig, LocalProvider
 from rotator.provider import SecretRef
 from tests.conftest import Workspace
 from tests.moto_server import DUMMY_ENV, GatedMotoServer, aws_env, moto
-from tests.test_daemon import _port
+from tests.test_daemon import _get, _port
 from tests.test_vault_cli import TOKEN, Emulator
 
 __all__ = ["aws_env", "moto"]
@@ -146,20 +144,10 @@ def test_three_daemons_and_a_cronjob_rotate_each_due_secret_once(workspace: Work
     assert workspace.cli("audit", "verify").code == 0
 
 
-def _readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def _until(port: int, code: int, timeout: float = 40) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got, body = _readyz(port)
+        got, body = _get(port, "/readyz")
         if got == code:
             return body
         time.sleep(0.3)
