@@ -12,14 +12,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from rotator.clock import Clock, utcnow
 from rotator.errors import (
     ConflictError,
-    ExitCode,
     IllegalTransition,
     OperationFailed,
     ProviderError,
@@ -33,6 +31,7 @@ from rotator.keyset import Keyset, KeyVersion, State, with_meta
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
 from rotator.metrics import METRICS
+from rotator.outcome import Outcome, exit_code_for, summarise
 from rotator.plan import Action, Decision, decide, last_rotation, notice_key
 from rotator.provider import Provider, ProviderSet
 
@@ -42,50 +41,6 @@ log = get_logger("rotator.engine")
 _MAX_STEPS = 8
 _ROTATING = (Action.CREATE, Action.ROTATE, Action.RESUME)
 _FINAL = (Action.ROTATE, Action.RESUME)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one secret in one command. ``ok`` False carries the error for the exit code."""
-
-    secret: str
-    action: str
-    ok: bool = True
-    message: str = ""
-    new_version: str | None = None
-    old_version: str | None = None
-    error: RotatorError | None = field(default=None, compare=False)
-    consumers: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"secret": self.secret, "action": self.action, "ok": self.ok,
-                               "message": self.message}
-        if self.new_version:
-            out["new_version"] = self.new_version
-        if self.old_version:
-            out["old_version"] = self.old_version
-        if self.error is not None:
-            out["exit_code"] = int(self.error.exit_code)
-        if self.consumers:
-            out["consumers"] = list(self.consumers)
-        return out
-
-
-def exit_code_for(outcomes: Iterable[Outcome]) -> ExitCode:
-    """Backend trouble (4) outranks conflicts (3), which outrank other failures (1)."""
-    codes = {o.error.exit_code if o.error is not None else ExitCode.FAILED for o in outcomes if not o.ok}
-    for code in (ExitCode.BACKEND, ExitCode.CONFLICT, ExitCode.USAGE, ExitCode.FAILED):
-        if code in codes:
-            return code
-    return ExitCode.OK
-
-
-class _Stop(Exception):
-    """Internal: end the step loop for this secret with an outcome."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.action)
-        self.outcome = outcome
 
 
 class Engine:
@@ -179,7 +134,7 @@ class Engine:
             if not outcome.ok or outcome.action == "already_rotated" or decision.action in _FINAL or (
                     force and decision.action is Action.CREATE):
                 break  # a rotation (or a resumed one) leaves nothing else due: skip the extra read
-        return _summarise(policy.name, done)
+        return summarise(policy.name, done)
 
     def rollback(self, policy: SecretPolicy, reason: str) -> Outcome:
         """Make the previous value current again (DESIGN.md: rollback)."""
@@ -459,20 +414,3 @@ class Engine:
 def _current_id(keyset: Keyset | None) -> str | None:
     current = keyset.current if keyset is not None else None
     return current.id if current is not None else None
-
-
-def _summarise(secret: str, outcomes: list[Outcome]) -> Outcome:
-    """One outcome per secret: the failure if any, else the most significant action taken."""
-    if not outcomes:
-        return Outcome(secret, "stopped", True, "shutdown requested before any step")
-    failed = [o for o in outcomes if not o.ok]
-    if failed:
-        return failed[-1]
-    significant = [o for o in outcomes if o.action not in ("none", "discarded", "purged")]
-    chosen = significant[-1] if significant else outcomes[-1]
-    if len(outcomes) > 1:
-        steps = ", ".join(o.action for o in outcomes)
-        return Outcome(chosen.secret, chosen.action, True, f"{chosen.message} ({steps})", chosen.new_version,
-                       chosen.old_version, consumers=chosen.consumers)
-    return chosen
-

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
 
+from rotator._manifest_errors import dotted, from_validation, where
 from rotator._yaml import Positions, load_yaml, without_env_values
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
@@ -214,12 +215,12 @@ def parse_manifest(text: str, file: Path, env: Mapping[str, str] | None = None) 
     data, positions = load_yaml(text, label, environ)
     try:
         if not isinstance(data, dict):
-            where = _where(label, positions, ())  # the document's start, or 1:1 when it is empty
-            raise ManifestError(f"{where}: the manifest must be a mapping with 'version: 1' and 'secrets:'")
+            start = where(label, positions, ())  # the document's start, or 1:1 when it is empty
+            raise ManifestError(f"{start}: the manifest must be a mapping with 'version: 1' and 'secrets:'")
         try:
             model = ManifestModel.model_validate(data)
         except ValidationError as exc:
-            raise _from_validation(exc, data, positions, label, ()) from None
+            raise from_validation(exc, data, positions, label, _known_keys(), ()) from None
         check = _Checker(model, positions, label)
         provider_configs = check.providers(data)
         secrets = check.secrets()
@@ -238,23 +239,23 @@ class _Checker:
         self.model, self.positions, self.label = model, positions, label
 
     def fail(self, path: tuple[str | int, ...], why: str) -> ManifestError:
-        return ManifestError(f"{_where(self.label, self.positions, path)}: {_dotted(path)}: {why}")
+        return ManifestError(f"{where(self.label, self.positions, path)}: {dotted(path)}: {why}")
 
     def providers(self, data: dict[str, Any]) -> dict[str, tuple[type[Provider], Any]]:
         out: dict[str, tuple[type[Provider], Any]] = {}
         for name, config in self.model.providers.items():
-            where = ("providers", name)
+            loc = ("providers", name)
             type_name = config.get("type")
             if not isinstance(type_name, str):
-                raise self.fail(where, f"missing 'type' (one of: {', '.join(sorted(installed_providers()))})")
+                raise self.fail(loc, f"missing 'type' (one of: {', '.join(sorted(installed_providers()))})")
             try:
                 cls = load_provider_class(type_name)
             except ManifestError as exc:
-                raise self.fail((*where, "type"), exc.message) from None
+                raise self.fail((*loc, "type"), exc.message) from None
             try:
                 out[name] = (cls, cls.config_model.model_validate(config))
             except ValidationError as exc:
-                raise _from_validation(exc, data, self.positions, self.label, where) from None
+                raise from_validation(exc, data, self.positions, self.label, _known_keys(), loc) from None
         return out
 
     def secrets(self) -> dict[str, SecretPolicy]:
@@ -292,12 +293,12 @@ class _Checker:
                                    reverse=True))
             interval = schedule.interval
             if interval is not None and grace >= interval:
-                where = "grace" if spec.grace is not None else "every" if spec.every is not None else "cron"
-                raise self.fail((*at, where), f"grace ({format_duration(grace)}) must be shorter than the "
+                key = "grace" if spec.grace is not None else "every" if spec.every is not None else "cron"
+                raise self.fail((*at, key), f"grace ({format_duration(grace)}) must be shorter than the "
                                               f"rotation interval ({format_duration(interval)})")
             if interval is not None and notices and notices[0] >= interval:
-                where = "notice" if spec.notice is not None else "every" if spec.every is not None else "cron"
-                raise self.fail((*at, where), f"notice lead time ({format_duration(notices[0])}) must be "
+                key = "notice" if spec.notice is not None else "every" if spec.every is not None else "cron"
+                raise self.fail((*at, key), f"notice lead time ({format_duration(notices[0])}) must be "
                                               f"shorter than the rotation interval ({format_duration(interval)})")
             out[spec.name] = SecretPolicy(
                 spec=spec, provider=provider,
@@ -338,39 +339,6 @@ class _Checker:
                 raise self.fail((*at, j), f"unknown notifier '{name}' (notifiers: {known})")
 
 
-def _pick(*values: timedelta | None) -> timedelta:
-    return next(v for v in values if v is not None)
-
-
-# --- error formatting ------------------------------------------------------------------------------------
-
-_MESSAGES = {
-    "missing": "required",
-    "extra_forbidden": "unknown key",
-}
-
-
-def _from_validation(exc: ValidationError, data: Any, positions: Positions, label: str,
-                     prefix: tuple[str | int, ...]) -> ManifestError:
-    lines = []
-    for error in exc.errors(include_url=False, include_input=False):
-        path = _locate(data, (*prefix, *error["loc"]), missing=error["type"] == "missing")
-        message = _MESSAGES.get(error["type"], error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message += _did_you_mean(path)
-        lines.append(f"{_where(label, positions, path)}: {_dotted(path)}: {message}")
-    more = f" (and {len(lines) - 1} more problem{'s' if len(lines) > 2 else ''})" if len(lines) > 1 else ""
-    return ManifestError(lines[0] + more)
-
-
-def _did_you_mean(path: tuple[str | int, ...]) -> str:
-    key = path[-1] if path else None
-    if not isinstance(key, str):
-        return ""
-    close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.75)
-    return f" '{key}' (did you mean '{close[0]}'?)" if close else f" '{key}'"
-
-
 def _known_keys() -> set[str]:
     keys: set[str] = set()
     for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig):
@@ -378,34 +346,8 @@ def _known_keys() -> set[str]:
     return keys
 
 
-def _locate(data: Any, loc: Sequence[Any], missing: bool = False) -> tuple[str | int, ...]:
-    """Turn a pydantic ``loc`` into a real key path: union tags are dropped, a ``missing`` last key is kept."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        in_dict = isinstance(node, dict) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if in_dict or in_list:
-            node = node[part]
-            out.append(part)
-        elif missing and i == len(loc) - 1 and isinstance(node, dict):
-            out.append(part)  # a required key that is missing
-    return tuple(out)
-
-
-def _where(label: str, positions: Positions, path: tuple[str | int, ...]) -> str:
-    for cut in range(len(path), -1, -1):
-        if path[:cut] in positions:
-            line, column = positions[path[:cut]]
-            return f"{label}:{line}:{column}"
-    return f"{label}:1:1"
-
-
-def _dotted(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top)"
+def _pick(*values: timedelta | None) -> timedelta:
+    return next(v for v in values if v is not None)
 
 
 def manifest_json_schema() -> dict[str, Any]:
