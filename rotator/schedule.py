@@ -50,6 +50,16 @@ def _cron(expr: str) -> Any:
     return CronTrigger.from_crontab(expr, timezone=UTC)
 
 
+@lru_cache(maxsize=256)
+def _cron_interval(expr: str) -> timedelta:
+    """The gap between two consecutive fire times (from a fixed epoch, so it is stable)."""
+    epoch = datetime(2024, 1, 1, tzinfo=UTC)
+    first = _cron(expr).get_next_fire_time(None, epoch)
+    second = _cron(expr).get_next_fire_time(first, first + timedelta(seconds=1))
+    gap: timedelta = second - first
+    return gap
+
+
 def check_cron(expr: str) -> None:
     """Raise ValueError with a human message if ``expr`` is not a 5-field crontab expression."""
     if len(expr.split()) != 5:
@@ -77,22 +87,21 @@ class Schedule:
             return self.every
         if self.cron is None:
             return None
-        epoch = datetime(2024, 1, 1, tzinfo=UTC)
-        first = _cron(self.cron).get_next_fire_time(None, epoch)
-        second = _cron(self.cron).get_next_fire_time(first, first + timedelta(seconds=1))
-        return (second - first) if first and second else None
+        return _cron_interval(self.cron)
 
     def due_at(self, last_rotation: datetime, now: datetime) -> datetime:
         """The moment the next rotation falls due (may be in the past: then it is due now).
 
-        For cron, the first fire time after ``last_rotation`` whose window is still open at ``now``; a
-        missed window (daemon down) waits for the next fire time instead of rotating outside it.
+        For cron, the first fire time at least half an interval after ``last_rotation`` (so a value created
+        or rotated by hand just before a fire time is not rotated again minutes later) whose window is still
+        open at ``now``; a missed window (daemon down) waits for the next fire time instead of rotating
+        outside it.
         """
         if self.every is not None:
             return last_rotation + self.every
         assert self.cron is not None
         trigger = _cron(self.cron)
-        start = last_rotation + timedelta(seconds=1)
+        start = last_rotation + max(timedelta(seconds=1), _cron_interval(self.cron) / 2)
         if self.window is not None:  # fire times before now - window have closed windows: skip them at once
             start = max(start, now - self.window)
         fire = trigger.get_next_fire_time(None, start)

@@ -111,17 +111,25 @@ def test_due_at_every() -> None:
 
 
 def test_due_at_cron_without_window() -> None:
-    """Without a window, the first fire time after the last rotation, however long ago it was."""
+    """Without a window, the first fire time at least half an interval after the last rotation."""
     schedule = Schedule(cron=WEEKLY)
-    assert schedule.due_at(MONDAY_3AM - D, MONDAY_3AM - D) == MONDAY_3AM
+    assert schedule.due_at(MONDAY_3AM - 4 * D, MONDAY_3AM - 4 * D) == MONDAY_3AM
     assert schedule.due_at(MONDAY_3AM, MONDAY_3AM) == MONDAY_3AM + W  # the fire it rotated at does not count
-    assert schedule.due_at(MONDAY_3AM - D, MONDAY_3AM + 30 * D) == MONDAY_3AM  # overdue: due now
+    assert schedule.due_at(MONDAY_3AM - 4 * D, MONDAY_3AM + 30 * D) == MONDAY_3AM  # overdue: due now
+
+
+def test_due_at_cron_skips_a_fire_time_right_after_a_rotation() -> None:
+    """A value made (or rotated by hand) a day before a weekly fire time waits for the following one."""
+    schedule = Schedule(cron=WEEKLY)
+    assert schedule.due_at(MONDAY_3AM - D, MONDAY_3AM - D) == MONDAY_3AM + W
+    assert schedule.due_at(MONDAY_3AM - timedelta(minutes=10), MONDAY_3AM) == MONDAY_3AM + W
+    assert schedule.due_at(MONDAY_3AM - 3 * D - 13 * H, MONDAY_3AM) == MONDAY_3AM  # 3.5 days: old enough
 
 
 def test_due_at_cron_with_window() -> None:
     """A fire time is due while its window is open; a missed window waits for the next fire time."""
     schedule = Schedule(cron=WEEKLY, window=2 * H)
-    last = MONDAY_3AM - 3 * D
+    last = MONDAY_3AM - 4 * D
     assert schedule.due_at(last, MONDAY_3AM - H) == MONDAY_3AM  # upcoming
     assert schedule.due_at(last, MONDAY_3AM + H) == MONDAY_3AM  # inside the window: due now
     assert schedule.due_at(last, MONDAY_3AM + 2 * H) == MONDAY_3AM  # the window's last instant
