@@ -115,7 +115,7 @@ class Engine:
                     done.append(Outcome(policy.name, f"would {decision.action}", True, decision.detail))
                     break
                 outcome = self._step(policy, keyset, decision, now, cid, reason,
-                                     revoke_previous and decision.action is Action.ROTATE)
+                                     revoke_previous and decision.action in _FINAL)
             except ConflictError as exc:
                 conflicts += 1
                 if conflicts < 3:
@@ -181,10 +181,11 @@ class Engine:
             current = adopted.current
             self._audit("secret.adopted", policy, cid, version=current.id if current else None)
             return Outcome(policy.name, "adopted", True, "existing value adopted as current")
-        if action is Action.RESUME:
+        if action is Action.RESUME:  # an incident revoke that finds a pending attempt finishes it with grace 0
             pending = keyset.pending
             assert pending is not None
-            return self._finish(policy, keyset, pending, None, cid, policy.grace, reason, resumed=True)
+            grace = timedelta(0) if revoke else policy.grace
+            return self._finish(policy, keyset, pending, None, cid, grace, reason, resumed=True)
         if action is Action.DISCARD:
             pending = keyset.pending
             assert pending is not None
@@ -274,7 +275,7 @@ class Engine:
         if promoted.meta.get("failures"):
             self._conditional(policy, promoted, lambda p, ks: p.update_meta(
                 policy.ref, ks, {"failures": None, "last_failure_at": None, "last_failure": None}))
-        action = "resumed" if resumed else ("revoked" if grace <= timedelta(0) and old else "rotated")
+        action = "revoked" if grace <= timedelta(0) and old else ("resumed" if resumed else "rotated")
         outcome = Outcome(policy.name, action, True, f"{pending.id[:8]} is current", pending.id, old_id,
                           consumers=tuple(policy.spec.consumers) if action == "revoked" else ())
         return self._post_check(policy, pending, outcome, cid)

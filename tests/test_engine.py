@@ -192,6 +192,20 @@ def test_resume_finishes_a_crashed_attempt(h: Harness) -> None:
     assert h.keyset("key").current.id == pending.id
 
 
+def test_revoke_that_finds_a_pending_attempt_still_revokes(h: Harness) -> None:
+    """An incident revoke that resumes a crashed attempt promotes it with grace 0: the old key is retired."""
+    h.run("key")
+    old = h.keyset("key").current
+    pending = _stage_pending(h, "key", timedelta(minutes=5))
+    outcome = h.run("key", force=True, revoke_previous=True, reason="leaked")
+    keyset = h.keyset("key")
+    assert keyset.current.id == pending.id
+    assert keyset.previous is None
+    assert keyset.get(old.id).state is State.RETIRED
+    assert (outcome.ok, outcome.action, outcome.consumers) == (True, "revoked", ("gateway",))
+    assert "key.revoked" in h.kinds()
+
+
 def test_stale_pending_is_discarded(h: Harness) -> None:
     """A pending older than stale_pending_after is abandoned; the secret is not rotated if not due."""
     h.run("key")
