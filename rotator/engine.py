@@ -281,17 +281,17 @@ class Engine:
         return self._post_check(policy, pending, outcome, cid)
 
     def _verify(self, policy: SecretPolicy, pending: KeyVersion, ours: KeyVersion | None) -> None:
-        fresh = self.read(policy)
-        stored = next((v for v in fresh.versions if v.id == pending.id), None) if fresh else None
-        if stored is None or stored.value is None:
+        value = self._provider(policy).read_value(policy.ref, pending.id)  # a real read-back, one request
+        if value is None:
             raise VerifyFailed(f"{policy.name}: pending {pending.id[:8]} vanished before it was verified")
+        register_secret(value.reveal())
         if ours is not None and ours.value is not None:
-            if stored.value != ours.value:
+            if value != ours.value:
                 raise VerifyFailed(f"{policy.name}: read-back of {pending.id[:8]} differs from what was written")
-        elif not matches_kind(policy.spec.kind, stored.value.reveal(), policy.params):
+        elif not matches_kind(policy.spec.kind, value.reveal(), policy.params):
             raise VerifyFailed(f"{policy.name}: stored pending {pending.id[:8]} is not a valid {policy.spec.kind}")
         if (hook := policy.spec.verify) is not None:
-            result = run_hook(hook.command, stored.value, timeout=hook.timeout, cwd=self.manifest.base_dir,
+            result = run_hook(hook.command, value, timeout=hook.timeout, cwd=self.manifest.base_dir,
                               secret=policy.name, version=pending.id, kind=policy.spec.kind)
             if not result.ok:
                 raise VerifyFailed(f"{policy.name}: verify failed: {result.reason}; current value unchanged")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from rotator import keyset as ks
 from rotator.errors import ManifestError
-from rotator.keyset import Keyset, KeyVersion
+from rotator.keyset import Keyset, KeyVersion, SecretValue
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -72,6 +72,9 @@ class Provider(Protocol):
 
     def read(self, ref: SecretRef) -> Keyset | None:
         """The keyset at ``ref``; ``None`` if nothing is stored; ``managed=False`` for a foreign value."""
+
+    def read_value(self, ref: SecretRef, version_id: str) -> SecretValue | None:
+        """The stored value of one version, read from the backend (the read-back of verify); None if gone."""
 
     def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
         """Store the first value of a new secret as current; ConflictError if anything exists."""
@@ -140,6 +143,11 @@ class DocumentProvider:
 
     def close(self) -> None:
         return None
+
+    def read_value(self, ref: SecretRef, version_id: str) -> SecretValue | None:
+        keyset = self.read(ref)
+        version = next((v for v in keyset.versions if v.id == version_id), None) if keyset else None
+        return version.value if version is not None else None
 
     def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
         return self.write(ref, None, Keyset(name=ref.name, revision="", versions=(version,), meta=dict(meta)))

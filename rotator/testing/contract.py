@@ -134,6 +134,16 @@ class ProviderContract(ContractBase):
         assert reveal(one(staged, State.PENDING)) == reveal(version)
         assert one(staged, State.CURRENT) == one(base, State.CURRENT)
 
+    def test_read_value_reads_one_version_back(self, provider: Provider, make_ref: RefMaker) -> None:
+        """read_value returns the stored value of a version (the verify read-back) and None for no such id."""
+        ref = make_ref()
+        version = make_version()
+        provider.stage(ref, self.created(provider, ref), version)
+        value = provider.read_value(ref, version.id)
+        assert value is not None
+        assert value.reveal() == reveal(version)
+        assert provider.read_value(ref, "f" * 32) is None
+
     def test_stage_same_attempt_is_idempotent(self, provider: Provider, make_ref: RefMaker) -> None:
         """Staging the same attempt again (after a re-read) leaves one pending version and writes nothing."""
         ref = make_ref()

@@ -91,6 +91,16 @@ class AwsProvider:
             return remote.keyset(ref.name, sources)
         raise ConflictError(f"{ref.name}: staging labels of {name} kept moving while reading; retry")
 
+    def read_value(self, ref: SecretRef, version_id: str) -> SecretValue | None:
+        """One GetSecretValue by version id (no describe): the cheap read-back of verify."""
+        name = self._aws_name(ref)
+        try:
+            answer = self._call("GetSecretValue", name, SecretId=name, VersionId=version_id)
+        except SecretNotFound:
+            return None
+        text = answer.get("SecretString")
+        return SecretValue(text) if isinstance(text, str) else None
+
     def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
         value = self._writable(ref, version)
         name = self._aws_name(ref)
