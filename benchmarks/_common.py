@@ -18,9 +18,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PYTHON",
@@ -239,3 +241,13 @@ def require_rotator() -> None:
         import rotator  # noqa: F401
     except ImportError:
         sys.exit(f"rotator is not importable by {PYTHON}; run with .venv/bin/python (make bench)")
+
+
+def run_all(fn: Callable[[Any], None], items: list[Any], concurrency: int) -> None:
+    """Call ``fn`` on every item, ``concurrency`` at a time (in order when 1)."""
+    if concurrency <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(fn, items))

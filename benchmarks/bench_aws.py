@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine_line, print_table, require_rotator, workspace
+from _common import machine_line, print_table, require_rotator, run_all, workspace
 
 GOALS = {"calls": 5, "speedup": 10.0, "ratio": 1.5}
 DUMMY = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
@@ -177,15 +177,6 @@ def loop_pass(gate: Gate, n: int, latency: float) -> tuple[float, Counter[str]]:
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     client.close()
     return wall, gate.calls() + Counter(_client_cpu_ms=int(cpu * 1000))
-
-
-def run_all(fn: Callable[[Any], None], items: list[Any], concurrency: int) -> None:
-    if concurrency <= 1:
-        for item in items:
-            fn(item)
-        return
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(fn, items))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine_line, print_table, require_rotator, workspace
+from _common import machine_line, print_table, require_rotator, run_all, workspace
 
 GOAL_REQUESTS = 4
 TOKEN = "bench-root-token"
@@ -101,15 +101,6 @@ def provider_pass(root: Path, vault: Any, n: int, concurrency: int) -> tuple[flo
     wall = time.perf_counter() - started
     provider.close()
     return wall, Counter(vault.by_route)
-
-
-def run_all(fn: Callable[[Any], None], items: list[Any], concurrency: int) -> None:
-    if concurrency <= 1:
-        for item in items:
-            fn(item)
-        return
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(fn, items))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -3,11 +3,13 @@ everything those processes printed or wrote for every secret value in the store 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,3 +110,24 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     ws = Workspace(tmp_path, env)
     yield ws
     ws.scan()
+
+
+@contextlib.contextmanager
+def memory_runtime(tmp_path: Path, manifest: str) -> Iterator[tuple[Any, Any, str]]:
+    """An in-process runtime on a fresh memory provider (``{store}`` in ``manifest``) with a fake clock,
+    every secret created; yields (runtime, clock, store name)."""
+    from rotator.app import build_runtime
+    from rotator.testing.clock import FakeClock
+    from rotator.testing.memory import MemoryProvider
+
+    name = f"mem{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "rotation.yaml"
+    path.write_text(manifest.format(store=name))
+    clock = FakeClock()
+    rt = build_runtime(path, actor="test", clock=clock, notify=False)
+    rt.engine.reconcile(list(rt.manifest.secrets.values()))
+    try:
+        yield rt, clock, name
+    finally:
+        rt.close()
+        MemoryProvider.reset(name)

@@ -5,7 +5,6 @@ planner and engine retiring as soon as every consumer moved (and at the grace de
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from rotator.acks import acknowledged, waiting_for
-from rotator.app import Runtime, build_runtime
+from rotator.app import Runtime
 from rotator.errors import ConflictError, ManifestError, UsageError
 from rotator.keyring import Keyring
 from rotator.keyset import State
@@ -22,7 +21,7 @@ from rotator.manifest import load_manifest
 from rotator.plan import Action, decide
 from rotator.provider import SecretRef
 from rotator.testing import FakeClock, MemoryProvider
-from tests.conftest import Workspace
+from tests.conftest import Workspace, memory_runtime
 
 MANIFEST = """\
 version: 1
@@ -41,15 +40,8 @@ secrets:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[Runtime, FakeClock, str]]:
     """An in-process runtime on a fresh memory provider with a fake clock; both secrets created."""
-    name = f"mem{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "rotation.yaml"
-    path.write_text(MANIFEST.format(store=name))
-    clock = FakeClock()
-    rt = build_runtime(path, actor="test", clock=clock, notify=False)
-    rt.engine.reconcile(list(rt.manifest.secrets.values()))
-    yield rt, clock, name
-    rt.close()
-    MemoryProvider.reset(name)
+    with memory_runtime(tmp_path, MANIFEST) as made:
+        yield made
 
 
 def _ring(env: tuple[Runtime, FakeClock, str], secret: str = "api/hmac") -> Keyring:

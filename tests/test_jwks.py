@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,13 +12,13 @@ from typing import Any
 import jwt
 import pytest
 
-from rotator.app import Runtime, build_runtime
+from rotator.app import Runtime
 from rotator.errors import UsageError
 from rotator.jwks import build_jwks, jwks_max_age
 from rotator.keyring import Keyring
 from rotator.keyset import Keyset
 from rotator.testing import FakeClock, MemoryProvider
-from tests.conftest import Workspace
+from tests.conftest import Workspace, memory_runtime
 
 MANIFEST = """\
 version: 1
@@ -36,15 +35,8 @@ secrets:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[Runtime, FakeClock, str]]:
     """An in-process runtime on a fresh memory provider with a fake clock; every secret created."""
-    name = f"mem{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "rotation.yaml"
-    path.write_text(MANIFEST.format(store=name))
-    clock = FakeClock()
-    rt = build_runtime(path, actor="test", clock=clock, notify=False)
-    rt.engine.reconcile(list(rt.manifest.secrets.values()))
-    yield rt, clock, name
-    rt.close()
-    MemoryProvider.reset(name)
+    with memory_runtime(tmp_path, MANIFEST) as made:
+        yield made
 
 
 def _keyset(rt: Runtime, name: str) -> Keyset:
