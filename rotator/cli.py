@@ -173,8 +173,11 @@ def run(state: _State, dry_run: bool, concurrency: int, output: str) -> None:
 @click.option("--reconcile-every", default="5m", show_default=True, metavar="DURATION")
 @click.option("--circuit-cooldown", default="60s", show_default=True, metavar="DURATION",
               help="How long a provider's circuit stays open after 5 consecutive failures.")
+@click.option("--shutdown-timeout", default="90s", show_default=True, metavar="DURATION",
+              help="After SIGTERM, how long in-flight steps may take before the process leaves anyway.")
 @pass_state
-def daemon(state: _State, metrics_port: int, listen: str, reconcile_every: str, circuit_cooldown: str) -> None:
+def daemon(state: _State, metrics_port: int, listen: str, reconcile_every: str, circuit_cooldown: str,
+           shutdown_timeout: str) -> None:
     """Run continuously: scheduled rotations, notices, retirements; /metrics, /healthz, /readyz."""
     from rotator import circuit
     from rotator.daemon import Daemon
@@ -183,9 +186,11 @@ def daemon(state: _State, metrics_port: int, listen: str, reconcile_every: str, 
     try:
         every = parse_duration(reconcile_every)
         circuit.DEFAULTS["cooldown"] = parse_duration(circuit_cooldown).total_seconds()
+        grace = parse_duration(shutdown_timeout)
     except ValueError as exc:
-        raise UsageError(f"--reconcile-every/--circuit-cooldown: {exc}") from None
-    code = Daemon(state.manifest_arg, listen=listen, port=metrics_port, reconcile_every=every).run()
+        raise UsageError(f"--reconcile-every/--circuit-cooldown/--shutdown-timeout: {exc}") from None
+    code = Daemon(state.manifest_arg, listen=listen, port=metrics_port, reconcile_every=every,
+                  shutdown_timeout=grace).run()
     sys.exit(int(code))
 
 

@@ -7,9 +7,11 @@ SIGTERM/SIGINT stop scheduling, let the in-flight step finish (the engine checks
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
 import sys
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,9 +33,11 @@ log = get_logger("rotator.daemon")
 class Daemon:
     """One long-running process; safe to run several replicas against the same backends."""
 
-    def __init__(self, manifest: str | None, *, listen: str, port: int, reconcile_every: timedelta) -> None:
+    def __init__(self, manifest: str | None, *, listen: str, port: int, reconcile_every: timedelta,
+                 shutdown_timeout: timedelta = timedelta(seconds=90)) -> None:
         self.manifest_path = resolve_manifest_path(manifest)
         self.listen, self.port, self.every = listen, port, reconcile_every
+        self.shutdown_timeout = shutdown_timeout
         self.stopping = threading.Event()
         self.runtime: Runtime | None = None
         self.ready = False
@@ -78,6 +82,20 @@ class Daemon:
         self.stopping.set()
         if self._scheduler is not None and self._scheduler.running:
             threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+        threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        """Bound the graceful stop: a backend call that hangs must not keep the process past its grace.
+
+        Leaving is safe at any instant (every step is one conditional write; the next actor resumes or
+        discards a pending attempt); the thread stacks go to stderr so the hang can be diagnosed.
+        """
+        time.sleep(self.shutdown_timeout.total_seconds())
+        log.error("daemon.shutdown_timeout", seconds=self.shutdown_timeout.total_seconds(),
+                  detail="in-flight steps did not finish; leaving them to the next actor")
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+        os._exit(int(ExitCode.OK))
 
     def _shutdown(self) -> None:
         METRICS.up.set(0)

@@ -65,7 +65,20 @@ class Workspace:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
     def collect(self, proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
-        out, err = proc.communicate(timeout=timeout)
+        """Wait for ``proc``; if it hangs, have it dump its thread stacks (SIGUSR1), kill it, and fail."""
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            import signal
+
+            proc.send_signal(signal.SIGUSR1)  # the daemon registers faulthandler on SIGUSR1
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            self.outputs += [out, err]
+            raise AssertionError(f"{proc.args[-6:]} did not exit in {timeout}s; its stacks:\n{err[-6000:]}") from None
         self.outputs += [out, err]
         return out, err
 

@@ -117,3 +117,39 @@ def test_sigterm_during_verify_finishes_the_step_and_exits_0(workspace: Workspac
     assert states.count("current") == 1
     assert "pending" not in states
     assert "daemon.stopped" in err
+
+
+def test_shutdown_timeout_leaves_a_hung_step_to_the_next_actor(workspace: Workspace) -> None:
+    """A step that hangs past --shutdown-timeout does not keep the daemon alive: it exits 0 with its thread
+    stacks on stderr, and the next `rotator run` finishes the pending attempt."""
+    port = _port()
+    hang = workspace.root / "hang"
+    hang.touch()
+    marker = workspace.root / "verifying"
+    workspace.write_manifest(f"""
+        version: 1
+        defaults: {{every: 2s, grace: 1s, notice: 1s}}
+        secrets:
+          - name: s
+            kind: hmac
+            verify: {{command: ["sh", "-c", "cat >/dev/null; touch {marker}; while [ -e {hang} ]; do sleep 0.1; done"]}}
+    """)
+    proc = workspace.spawn("daemon", "--metrics-port", str(port), "--reconcile-every", "1m",
+                           "--shutdown-timeout", "2s")
+    try:
+        _wait(lambda: marker.exists(), timeout=30)
+    finally:
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = workspace.collect(proc, timeout=30)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 15
+    assert "daemon.shutdown_timeout" in err
+    assert "Thread" in err  # the stacks, for whoever debugs the hang
+    states = [state for _, state, _ in _keyset(workspace.root, "s")]
+    assert "pending" in states  # the hung attempt is left as it was ...
+    hang.unlink()
+    assert workspace.cli("run").code == 0  # ... and the next actor completes it
+    states = [state for _, state, _ in _keyset(workspace.root, "s")]
+    assert states.count("current") == 1
+    assert "pending" not in states

@@ -110,8 +110,8 @@ def test_three_daemons_and_a_cronjob_rotate_each_due_secret_once(workspace: Work
     """For 30+ cycles every version is promoted exactly once, never sooner than the interval after the
     previous one, and the backend and the audit log agree."""
     assert workspace.cli("run").code == 0
-    daemons = [workspace.spawn("daemon", "--metrics-port", str(_port()), "--reconcile-every", "2s")
-               for _ in range(3)]
+    daemons = [workspace.spawn("daemon", "--metrics-port", str(_port()), "--reconcile-every", "2s",
+                               "--shutdown-timeout", "40s") for _ in range(3)]
     started = time.monotonic()
     try:  # at least 34 s, and until both secrets have had 31 cycles (slower backends need longer), <= 100 s
         while time.monotonic() - started < 34 or (_cycles(workspace) < 31 and time.monotonic() - started < 100):
