@@ -27,12 +27,12 @@ from rotator.errors import (
 from rotator.events import Event, EventBus, EventType, new_correlation_id
 from rotator.generators import generate, matches_kind
 from rotator.hooks import run_hook
-from rotator.keyset import Keyset, KeyVersion, State, with_meta
+from rotator.keyset import Keyset, KeyVersion, SecretValue, State, with_meta
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
 from rotator.metrics import METRICS
 from rotator.outcome import Outcome, exit_code_for, summarise
-from rotator.plan import Action, Decision, decide, last_rotation, notice_key
+from rotator.plan import Action, Decision, decide, last_rotation, notice_key, notices_sent
 from rotator.provider import Provider, ProviderSet
 
 __all__ = ["Engine", "Outcome", "exit_code_for"]
@@ -241,7 +241,7 @@ class Engine:
         started = time.monotonic()
         provider = self._provider(policy)
         try:
-            self._verify(policy, pending, ours)
+            value = self._verify(policy, pending, ours)
         except VerifyFailed as exc:
             self._record_failure(policy, provider, pending, str(exc), cid)
             raise
@@ -278,9 +278,10 @@ class Engine:
         action = "revoked" if grace <= timedelta(0) and old else ("resumed" if resumed else "rotated")
         outcome = Outcome(policy.name, action, True, f"{pending.id[:8]} is current", pending.id, old_id,
                           consumers=tuple(policy.spec.consumers) if action == "revoked" else ())
-        return self._post_check(policy, pending, outcome, cid)
+        return self._post_check(policy, pending.id, value, outcome, cid)
 
-    def _verify(self, policy: SecretPolicy, pending: KeyVersion, ours: KeyVersion | None) -> None:
+    def _verify(self, policy: SecretPolicy, pending: KeyVersion, ours: KeyVersion | None) -> SecretValue:
+        """Read the pending value back, check it, run the verify hook; return the value as stored."""
         value = self._provider(policy).read_value(policy.ref, pending.id)  # a real read-back, one request
         if value is None:
             raise VerifyFailed(f"{policy.name}: pending {pending.id[:8]} vanished before it was verified")
@@ -295,30 +296,32 @@ class Engine:
                               secret=policy.name, version=pending.id, kind=policy.spec.kind)
             if not result.ok:
                 raise VerifyFailed(f"{policy.name}: verify failed: {result.reason}; current value unchanged")
+        return value
 
-    def _post_check(self, policy: SecretPolicy, pending: KeyVersion, outcome: Outcome, cid: str) -> Outcome:
+    def _post_check(self, policy: SecretPolicy, version_id: str, value: SecretValue, outcome: Outcome,
+                    cid: str) -> Outcome:
         check = policy.spec.post_check
-        if check is None or pending.value is None:
+        if check is None:
             return outcome
-        result = run_hook(check.command, pending.value, timeout=check.within, cwd=self.manifest.base_dir,
-                          secret=policy.name, version=pending.id, kind=policy.spec.kind)
+        result = run_hook(check.command, value, timeout=check.within, cwd=self.manifest.base_dir,
+                          secret=policy.name, version=version_id, kind=policy.spec.kind)
         if result.ok:
             return outcome
         why = f"post_check failed: {result.reason}"
         METRICS.rotations.labels(secret=policy.name, result="failure").inc()
-        self._emit(EventType.FAILED, policy, cid, reason=why, new=pending.id, old=outcome.old_version)
+        self._emit(EventType.FAILED, policy, cid, reason=why, new=version_id, old=outcome.old_version)
         if not policy.spec.auto_rollback:
             return Outcome(policy.name, "post_check_failed", False, f"{why}; new value stays current",
-                           pending.id, outcome.old_version, OperationFailed(why))
+                           version_id, outcome.old_version, OperationFailed(why))
         keyset = self._require(policy)
         now = self.clock()
         rolled = self._conditional(policy, keyset, lambda p, ks: p.rollback(policy.ref, ks, now, why,
                                                                             policy.rollback_window))
         restored = rolled.current
         self._emit(EventType.ROLLED_BACK, policy, cid, reason=why, new=restored.id if restored else None,
-                   old=pending.id)
+                   old=version_id)
         return Outcome(policy.name, "rolled_back", False, f"{why}; rolled back automatically",
-                       restored.id if restored else None, pending.id, OperationFailed(why))
+                       restored.id if restored else None, version_id, OperationFailed(why))
 
     def _notice(self, policy: SecretPolicy, keyset: Keyset, decision: Decision, now: datetime,
                 cid: str) -> Outcome:
@@ -326,11 +329,8 @@ class Engine:
         assert current is not None
         assert decision.due_at is not None
         assert decision.notice is not None
-        record = keyset.meta.get("notices")
-        same_cycle = isinstance(record, dict) and record.get("cycle") == current.id
-        sent = set(record.get("sent", [])) if same_cycle and isinstance(record, dict) else set()
         reached = {notice_key(lead) for lead in policy.notices if decision.due_at - lead <= now}
-        value = {"cycle": current.id, "sent": sorted(sent | reached)}
+        value = {"cycle": current.id, "sent": sorted(notices_sent(keyset) | reached)}
         self._provider(policy).update_meta(policy.ref, keyset, {"notices": value})  # a conflict: re-decide
         self._emit(EventType.UPCOMING, policy, cid, old=current.id, reason=f"rotation due in "
                    f"{notice_key(decision.due_at - now)}", details={"due_at": decision.due_at.isoformat(),

@@ -11,7 +11,7 @@ from rotator.keyset import Keyset
 from rotator.manifest import SecretPolicy
 from rotator.schedule import format_duration, parse_duration
 
-__all__ = ["Action", "Decision", "decide", "last_rotation", "notice_key"]
+__all__ = ["Action", "Decision", "decide", "last_rotation", "notice_key", "notices_sent"]
 
 FAILURE_BACKOFF_MAX = timedelta(hours=1)
 
@@ -89,7 +89,7 @@ def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Decisi
             return Decision(Action.BACKOFF, f"last attempt failed; retrying after {backoff_until:%H:%M:%S}Z",
                             due, min([*times[1:], backoff_until]))
         return Decision(Action.ROTATE, "due" if last is not None else "no current value", due, now)
-    sent = _notices_sent(keyset)
+    sent = notices_sent(keyset)
     upcoming = [lead for lead in policy.notices if notice_key(lead) not in sent]
     reached = [lead for lead in upcoming if due - lead <= now]
     if reached:
@@ -105,7 +105,8 @@ def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Decisi
     return Decision(Action.NONE, "nothing to do", due, min(t for t in times if t > now) if times else None)
 
 
-def _notices_sent(keyset: Keyset) -> set[str]:
+def notices_sent(keyset: Keyset) -> set[str]:
+    """Lead times already announced in the current value's cycle."""
     record = keyset.meta.get("notices")
     current = keyset.current
     if not isinstance(record, dict) or current is None or record.get("cycle") != current.id:

@@ -11,8 +11,9 @@ Error contract: every method raises only these (translate vendor exceptions at t
 - :class:`~rotator.errors.IllegalTransition`: the step is not allowed from the keyset's states.
 
 Every mutating method is ONE conditional write against ``expected.revision`` and returns the keyset as
-stored after it. The bookkeeping in ``expected.meta`` is stored with the step as given, so callers can update
-it in the same write (the engine records ``next_due`` when it stages). Providers are constructed without
+stored after it. Document providers also store ``expected.meta`` with the step as given (the engine lets
+``next_due`` ride on the stage write); others may keep their own bookkeeping, so anything that must persist
+goes through :meth:`Provider.update_meta`. Providers are constructed without
 touching the network; they connect on first use and must be safe to call from several threads.
 
 Built-in and third-party providers register the same way, in the ``rotator.providers`` entry-point group
