@@ -2,17 +2,40 @@
 
 :class:`GatedMotoServer` is moto's ``ThreadedMotoServer`` with a WSGI middleware in front that can add
 latency, answer AccessDeniedException for chosen actions, fail chosen requests with a 500, and count calls by
-action. ``stop()`` really closes the socket (connections are refused) and ``start()`` again reuses the port;
-moto's state lives in the process, so it survives a restart. One server per process, created on first use.
-Tests use unique secret names instead of resetting moto.
+action. ``stop()`` really closes the socket and every open connection (clients get "connection refused" or
+a dropped connection) and ``start()`` again reuses the port; moto's state lives in the process, so it
+survives a restart. One server per process, created on first use. Tests use unique secret names instead of
+resetting moto.
+
+Where it differs from a plain ``ThreadedMotoServer``, to behave more like AWS and cost less CPU:
+
+* HTTP/1.1 keep-alive: the gate is served by cheroot (a thread pool of 64) instead of werkzeug's dev server,
+  which always answers ``Connection: close`` and so made every boto3 call a new TCP connection and a new
+  thread. ``connections`` counts the TCP connections accepted since the last ``reset_counts()``.
+* Secrets Manager requests (``X-Amz-Target: secretsmanager.*``) go straight to one cached moto app instead of
+  ``DomainDispatcherApplication``, which lists moto's package directory on disk on every request; STS calls
+  and ``/moto-api`` still go through the dispatcher.
+* ``moto.core.responses.method_names_from_class`` (``inspect.getmembers`` on every request) is memoised.
+* Fidelity shim for a moto deviation: real AWS refuses ``PutSecretValue`` (and ``UpdateSecret``) whose
+  ``ClientRequestToken`` is the VersionId of an existing version that has a value, when the new value differs:
+  ``ResourceExistsException`` "You can't use ClientRequestToken ... because that value is already in use for
+  a version of secret ..." (AWS API reference, API_PutSecretValue, ClientRequestToken). moto 5.2.5 instead
+  overwrites the value when that version carries AWSPENDING (``_check_with_existing_secrets_and_versions`` in
+  ``moto/secretsmanager/models.py``). The gate answers like AWS, checking and dispatching these writes under
+  one lock so two racers with the same token cannot both pass. The same token with the same value still
+  succeeds (idempotent retry), and a version that has no value yet (the empty AWSPENDING version moto's own
+  ``rotate_secret`` creates for a Lambda to fill) is still moto's to fill.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import io
 import json
 import logging
+import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -23,6 +46,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+from cheroot import server as cheroot_server
+from cheroot import wsgi as cheroot_wsgi
+from cheroot.makefile import MakeFile
 from moto.server import ThreadedMotoServer
 
 __all__ = ["GatedMotoServer", "aws_env", "moto", "shared_server", "unique"]
@@ -34,6 +60,48 @@ DUMMY_ENV = {
     "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
 }
+THREADS = 64  # requests in flight at once: the gate sleeps `delay` inside a request; the benchmark runs 16 clients
+TOKEN_WRITES = frozenset({"PutSecretValue", "UpdateSecret"})  # writes whose ClientRequestToken names a version
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    """A cheroot connection that reports its acceptance to the server."""
+
+    def __init__(self, server: _Server, sock: Any, makefile: Any = MakeFile) -> None:
+        super().__init__(server, sock, makefile)
+        server.on_accept()
+
+
+class _Server(cheroot_wsgi.Server):
+    """cheroot's WSGI server: keep-alive connections, a fixed thread pool, no log output."""
+
+    ConnectionClass = _Connection
+    keep_alive_conn_limit = 1024  # idle keep-alive connections kept open (cheroot's default is 10)
+    expiration_interval = 0.1  # the selector's wake-up period: stop() waits for up to one of these
+
+    def __init__(self, port: int, app: Callable[..., Iterable[bytes]], on_accept: Callable[[], None]) -> None:
+        super().__init__(("127.0.0.1", port), app, numthreads=THREADS, request_queue_size=128,
+                         timeout=60, shutdown_timeout=5)
+        self.on_accept = on_accept
+
+    @classmethod
+    def prepare_socket(cls, *args: Any, **kwargs: Any) -> socket.socket:
+        """SO_REUSEADDR on the first (port 0) bind too: the restart's bind must not clash with TIME_WAIT."""
+        sock: socket.socket = super().prepare_socket(*args, **kwargs)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """Silenced (clients dropping connections is normal here); cheroot writes to stderr by default."""
+
+
+def _speed_up_moto() -> None:
+    """Memoise ``method_names_from_class``, which moto calls (``inspect.getmembers``) on every request."""
+    from moto.core import responses
+
+    original = responses.method_names_from_class  # type: ignore[attr-defined]
+    if not hasattr(original, "cache_info"):
+        responses.method_names_from_class = functools.cache(original)  # type: ignore[attr-defined]
 
 
 class GatedMotoServer(ThreadedMotoServer):
@@ -47,36 +115,57 @@ class GatedMotoServer(ThreadedMotoServer):
         self.throttle = 0  # the next N requests get ThrottlingException
         self.calls: Counter[str] = Counter()
         self.access_keys: Counter[str] = Counter()
+        self.connections = 0  # TCP connections accepted since the last reset_counts()
         self.cpu_since = time.process_time()  # CPU used by this process since the last reset_counts()
         self._count_lock = threading.Lock()
+        self._token_lock = threading.Lock()  # PutSecretValue/UpdateSecret: token check + moto's write, atomic
+        self._app: Any = None  # moto's DomainDispatcherApplication
+        self._secretsmanager: Any = None  # moto's Secrets Manager app, created once
+        self._cheroot: _Server | None = None
         self.running = False
 
-    def _server_entry(self) -> None:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
-
-        self._app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(self._ip_address, self._port, self._gate, True,
-                                   request_handler=MotoRequestHandler)
-        self._port = self._server.server_address[1]  # a restart binds the same port
-        self._server_ready_event.set()
-        self._server.serve_forever()
-
     def start(self) -> None:
+        """Serve on 127.0.0.1: a free port the first time, the same port after a stop()."""
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        super().start()
+        _speed_up_moto()
+        if self._app is None:
+            from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+            self._app = DomainDispatcherApplication(create_backend_app)
+            self._secretsmanager = create_backend_app("secretsmanager")
+        server = _Server(self._port, self._gate, self._accepted)
+        ready, failed = threading.Event(), []
+
+        def serve() -> None:  # in a daemon thread, so cheroot's worker threads are daemons too
+            try:
+                server.prepare()  # binds and starts the thread pool
+            except BaseException as exc:  # handed to start()
+                failed.append(exc)
+                ready.set()
+                return
+            ready.set()
+            server.serve()
+
+        self._thread = threading.Thread(target=serve, name=f"moto-{self._port}", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failed:
+            raise failed[0]
+        self._cheroot = server
+        self._port = server.bind_addr[1]  # a restart binds the same port
         self.running = True
 
     def stop(self) -> None:
-        """Stop serving and close the socket: clients get "connection refused"."""
-        super().stop()
-        if self._server is not None:
-            self._server.server_close()
+        """Stop serving: close the listening socket and every connection; clients get connection errors."""
+        server, self._cheroot = self._cheroot, None
+        if server is not None:
+            server.stop()  # closes the socket and idle keep-alive connections, waits for requests in flight
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self.running = False
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        return self._ip_address, self._port
 
     @property
     def endpoint(self) -> str:
@@ -91,15 +180,25 @@ class GatedMotoServer(ThreadedMotoServer):
         with self._count_lock:
             self.calls.clear()
             self.access_keys.clear()
+            self.connections = 0
             self.cpu_since = time.process_time()
 
     def count(self, actions: Iterable[str] | None = None) -> int:
         with self._count_lock:
             return sum(n for a, n in self.calls.items() if actions is None or a in actions)
 
+    def _accepted(self) -> None:
+        with self._count_lock:
+            self.connections += 1
+
     def _gate(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
+        if length:
+            body = environ["wsgi.input"].read(length)
+        elif "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+            body = environ["wsgi.input"].read()
+        else:
+            body = b""
         environ["wsgi.input"] = io.BytesIO(body)
         action = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2]
         if not action and b"Action=" in body:  # query protocol (STS)
@@ -129,7 +228,25 @@ class GatedMotoServer(ThreadedMotoServer):
                           "identity-based policy allows the action")
         if self.fail is not None and self.fail(action, request):
             return _error(start_response, "500 Internal Server Error", "InternalServiceError", "injected")
-        return self._app(environ, start_response)  # type: ignore[no-any-return]
+        return self._dispatch(action, request, environ, start_response)
+
+    def _dispatch(self, action: str, request: dict[str, Any], environ: dict[str, Any],
+                  start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Hand the request to moto: Secrets Manager straight to its app, the rest through the dispatcher."""
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("secretsmanager."):
+            return self._app(environ, start_response)  # type: ignore[no-any-return]
+        if action not in TOKEN_WRITES:
+            return self._secretsmanager(environ, start_response)  # type: ignore[no-any-return]
+        with self._token_lock:  # the check and moto's write, atomic against other token writes
+            refusal = _token_in_use(environ, request)
+            if refusal is not None:
+                return _error(start_response, "400 Bad Request", "ResourceExistsException", refusal)
+            answer = self._secretsmanager(environ, start_response)
+            try:
+                return list(answer)  # moto's work is done inside the lock
+            finally:
+                if hasattr(answer, "close"):
+                    answer.close()
 
     def _control(self, path: str, request: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         """``/_gate/calls``: counts and the server process's CPU time; ``/_gate/set``: set ``delay``, reset."""
@@ -138,7 +255,8 @@ class GatedMotoServer(ThreadedMotoServer):
             self.reset_counts()
         with self._count_lock:
             cpu = time.process_time() - self.cpu_since
-            payload = json.dumps({"calls": dict(self.calls), "cpu_s": cpu}).encode()
+            payload = json.dumps({"calls": dict(self.calls), "cpu_s": cpu,
+                                  "connections": self.connections}).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         return [payload]
 
@@ -148,6 +266,35 @@ class GatedMotoServer(ThreadedMotoServer):
         req = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310 - fixed http://127.0.0.1 URL
         with urllib.request.urlopen(req, timeout=10):  # noqa: S310
             pass
+
+
+def _token_in_use(environ: dict[str, Any], request: dict[str, Any]) -> str | None:
+    """AWS's refusal message if the request's ClientRequestToken names a version holding another value."""
+    token, value = request.get("ClientRequestToken"), (request.get("SecretString"), request.get("SecretBinary"))
+    if not token or value == (None, None):
+        return None  # nothing to compare: moto decides
+    from moto.iam.models import get_account_id_from
+    from moto.secretsmanager.models import FakeSecret, secretsmanager_backends
+
+    scope = str(environ.get("HTTP_AUTHORIZATION", "")).partition("Credential=")[2].split(",")[0].split("/")
+    region = scope[2] if len(scope) > 2 and scope[2] else REGION
+    # moto's order (BaseResponse.get_current_account): environment, header, then the access key
+    account = (os.environ.get("MOTO_ACCOUNT_ID") or environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+               or get_account_id_from(scope[0]))
+    try:
+        secret = secretsmanager_backends[account][region].secrets.get(str(request.get("SecretId", "")))
+    except KeyError:  # unknown region or account: let moto answer
+        return None
+    if not isinstance(secret, FakeSecret) or secret.is_deleted():
+        return None  # missing, a replica or scheduled for deletion: moto's errors
+    version = secret.versions.get(token)
+    if not version:
+        return None
+    stored = (version.get("secret_string"), version.get("secret_binary"))
+    if stored == (None, None) or stored == value:
+        return None  # an empty version to fill, or an idempotent retry
+    return (f"You can't use ClientRequestToken {token} because that value is already in use for a version of "
+            f"secret {secret.arn}.")
 
 
 def _error(start_response: Callable[..., Any], status: str, code: str, message: str) -> list[bytes]:
