@@ -28,7 +28,7 @@ def plan_rows(rt: Runtime, at: datetime, output: str) -> None:
     """``rotator plan``: what a run at ``at`` would do for each secret."""
     items: list[dict[str, Any]] = []
     for policy in rt.manifest.secrets.values():
-        keyset = rt.engine.read(policy)
+        keyset = rt.engine.read(policy, values=False)
         decision = decide(policy, keyset, at)
         items.append({
             "secret": policy.name, "provider": policy.provider, "kind": policy.spec.kind,
@@ -50,7 +50,7 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
     now = rt.engine.clock()
     items: list[dict[str, Any]] = []
     for policy in policies:
-        keyset = rt.engine.read(policy)
+        keyset = rt.engine.read(policy, values=False)
         versions: list[dict[str, Any]] = []
         for v in keyset.versions if keyset else ():
             versions.append({

@@ -156,7 +156,7 @@ class Daemon:
         if self._scheduler is None or self.stopping.is_set():
             return
         try:
-            keyset = runtime.engine.read(policy)
+            keyset = runtime.engine.read(policy, values=False)
         except RotatorError:
             return  # the periodic reconcile retries; readiness reports the backend
         now = runtime.engine.clock()

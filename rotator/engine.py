@@ -59,10 +59,17 @@ class Engine:
 
     # --- public operations ---------------------------------------------------------------------------
 
-    def read(self, policy: SecretPolicy) -> Keyset | None:
-        """The stored keyset, with backend errors counted per provider."""
+    def read(self, policy: SecretPolicy, *, values: bool = True) -> Keyset | None:
+        """The stored keyset, with backend errors counted per provider.
+
+        ``values=False`` is for deciding and stepping: a provider that stores versions apart (AWS) may then
+        leave out values it would need extra requests for (its optional ``read_state``)."""
+        provider = self._provider(policy)
+        reader = provider.read
+        if not values:
+            reader = getattr(provider, "read_state", reader)
         try:
-            keyset = self._provider(policy).read(policy.ref)
+            keyset = reader(policy.ref)
         except ProviderError:
             METRICS.backend_errors.labels(provider=policy.provider).inc()
             raise
@@ -100,7 +107,7 @@ class Engine:
                 break
             decision: Decision | None = None
             try:
-                keyset = self.read(policy)
+                keyset = self.read(policy, values=False)
                 now = self.clock()
                 decision = decide(policy, keyset, now)
                 if force and decision.action in (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE):
@@ -226,14 +233,15 @@ class Engine:
         try:
             staged = self._provider(policy).stage(policy.ref, with_meta(keyset, next_due=next_due), version)
         except ConflictError:
-            fresh = self.read(policy)
+            fresh = self.read(policy, values=False)
             if fresh is not None and fresh.pending is not None:
                 log.info("rotation.resuming_other", secret=policy.name, pending=fresh.pending.id)
                 return self._finish(policy, fresh, fresh.pending, None, cid, grace, reason, resumed=True)
             if _current_id(fresh) != _current_id(keyset):
                 return Outcome(policy.name, "already_rotated", True, "rotated by another actor meanwhile")
             raise
-        pending = staged.get(version.id)
+        pending = staged.pending  # the provider may store it under an id of its own (AWS: the stage token)
+        assert pending is not None
         return self._finish(policy, staged, pending, version, cid, grace, reason, resumed=False)
 
     def _finish(self, policy: SecretPolicy, keyset: Keyset, pending: KeyVersion, ours: KeyVersion | None,
@@ -250,7 +258,7 @@ class Engine:
         try:
             promoted = provider.promote(policy.ref, keyset, pending.id, now, grace, reason)
         except ConflictError:
-            fresh = self.read(policy)
+            fresh = self.read(policy, values=False)
             if fresh is not None and _current_id(fresh) == pending.id:
                 return Outcome(policy.name, "already_rotated", True, "promoted by another actor",
                                pending.id, old.id if old else None)
@@ -343,7 +351,7 @@ class Engine:
         return self.providers.get(policy.provider)
 
     def _require(self, policy: SecretPolicy) -> Keyset:
-        keyset = self.read(policy)
+        keyset = self.read(policy, values=False)
         if keyset is None:
             raise OperationFailed(f"{policy.name}: nothing stored at {policy.provider}:{policy.ref.path} yet "
                                   "(run `rotator run` first)")

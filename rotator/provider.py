@@ -16,6 +16,15 @@ stored after it. Document providers also store ``expected.meta`` with the step a
 goes through :meth:`Provider.update_meta`. Providers are constructed without
 touching the network; they connect on first use and must be safe to call from several threads.
 
+Two optional members, for backends that keep each version apart (AWS Secrets Manager):
+
+- ``read_state(ref)``: like :meth:`Provider.read`, but a value the backend would need an extra request for
+  may be ``None`` (the engine decides and steps with it; keyrings and JWKS use :meth:`Provider.read`).
+  Steps return the values their ``expected`` carried.
+- ``assigns_version_ids = True``: :meth:`Provider.stage` stores the version under an id of its own (AWS: a
+  token every racer derives alike, which makes the put itself the compare-and-set); the staged version is
+  the returned keyset's ``pending``, and its ``attempt``, ``actor`` and ``public`` may not be kept.
+
 Built-in and third-party providers register the same way, in the ``rotator.providers`` entry-point group
 (``local = "rotator.localstore:LocalProvider"``); they are imported only when a manifest uses them.
 """
@@ -84,7 +93,7 @@ class Provider(Protocol):
         """Take over an unmanaged value (``expected.managed`` is False) as the current version."""
 
     def stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
-        """Store ``version`` as pending (idempotent for the same ``version.attempt``)."""
+        """Store ``version`` as pending (idempotent for the same ``version.attempt`` or value)."""
 
     def promote(
         self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, grace: timedelta,

@@ -227,7 +227,7 @@ def build_report(rt: Runtime, since: datetime, now: datetime) -> Report:
     secrets: list[SecretReport] = []
     for policy in rt.manifest.secrets.values():
         try:
-            keyset = rt.engine.read(policy)
+            keyset = rt.engine.read(policy, values=False)
         except ProviderError as exc:
             secrets.append(SecretReport(policy, "unknown", f"backend error: {_text(str(exc))}",
                                         backend_error=int(exc.exit_code)))

@@ -12,7 +12,7 @@ from rotator_aws._layout import (
     PENDING,
     PREVIOUS,
     RETIRED,
-    STAGING,
+    SEQ,
     Move,
     Plan,
     Remote,
@@ -20,6 +20,7 @@ from rotator_aws._layout import (
     encode,
     record_key,
     record_of,
+    stage_token,
 )
 
 from rotator.generators import GeneratorParams, generate
@@ -61,28 +62,31 @@ def test_moving_current_drags_previous_like_aws() -> None:
     assert after.members() == {"a": State.PREVIOUS, "b": State.CURRENT}
 
 
-def test_put_moves_the_placeholder_and_unlabelled_versions_vanish() -> None:
-    """A put takes ROTATOR_STAGING off older versions; versions without labels leave the keyset."""
-    after = remote({"a": {CURRENT}, "old": {STAGING}}).after(Plan(put="new"))
-    assert after.stages == {"a": {CURRENT}, "new": {STAGING}}
-    assert after.members() == {"a": State.CURRENT}
+def test_put_moves_awspending_and_unlabelled_versions_vanish() -> None:
+    """A put takes AWSPENDING off the version it idled on; a version left without labels leaves the keyset."""
+    after = remote({"a": {CURRENT, PENDING}}).after(Plan(put="new"))
+    assert after.stages == {"a": {CURRENT}, "new": {PENDING}}
+    assert after.members() == {"a": State.CURRENT, "new": State.PENDING}
+    again = after.after(Plan(put="newer"))
+    assert again.members() == {"a": State.CURRENT, "newer": State.PENDING}
 
 
 def test_state_precedence_makes_a_stray_marker_harmless() -> None:
     """AWSPENDING beside another state label is the idle marker, not a pending version."""
-    state = remote({"a": {CURRENT, PENDING}, "b": {PREVIOUS, PENDING}, "c": {RETIRED}, "d": {PENDING, STAGING}})
+    state = remote({"a": {CURRENT, PENDING}, "b": {PREVIOUS, PENDING}, "c": {RETIRED}, "d": {PENDING, "OTHER"}})
     assert state.members() == {"a": State.CURRENT, "b": State.PREVIOUS, "c": State.RETIRED, "d": State.PENDING}
 
 
 def test_revision_covers_states_records_and_meta_only() -> None:
-    """Labels, records and meta change the revision; placeholders, info tags and user tags do not."""
+    """Labels, records, meta and the stage sequence change the revision; info and user tags do not."""
     base = remote({"a": {CURRENT}}, {MANAGED: "true", **encode(record_key("a"), {"c": NOW.isoformat()})})
     same = [
-        base.after(Plan(put="x")),
         base.after(Plan(tags={"team": "payments", "rotator:last-rotated-at": "now"})),
         base.after(Plan(tags=encode(record_key("orphan"), {"c": "x"}))),
     ]
     different = [
+        base.after(Plan(put="x")),
+        base.after(Plan(tags={SEQ: "1"})),
         base.after(Plan(moves=(Move(PENDING, None, "a"),))),
         base.after(Plan(tags=encode("rotator:meta", {"n": 1}))),
         base.after(Plan(tags=encode(record_key("a"), {"c": NOW.isoformat(), "p": NOW.isoformat()}))),
@@ -103,24 +107,33 @@ def test_keyset_reads_metadata_by_state() -> None:
     assert as_current.versions[0].promoted_at == NOW
 
 
-def test_stage_plan_is_record_put_then_marker_cas() -> None:
-    """Staging tags the record, puts under the placeholder and moves AWSPENDING off its idle holder."""
-    version = make_version()
-    plan = steps.plan_stage(remote({"c": {CURRENT, PENDING}}), version)
-    assert plan.put == version.id
-    assert plan.moves == (Move(PENDING, "c", version.id),)
-    assert record_key(version.id) in plan.tags
+def test_stage_is_one_put_under_a_token_every_racer_derives_alike() -> None:
+    """The token depends on the secret, its current version and the stage sequence, nothing else."""
+    state = remote({"c": {CURRENT, PENDING}, "p": {PREVIOUS}}, {MANAGED: "true"})
+    token = stage_token("svc/key", state)
+    assert re.fullmatch(r"[0-9a-f]{32}", token)
+    assert steps.plan_stage(token) == Plan(put=token)
+    assert stage_token("svc/key", state.after(Plan(tags=encode("rotator:meta", {"n": 1})))) == token
+    assert stage_token("svc/key", state.after(Plan(put=token))) == token  # still the same current
+    others = {
+        stage_token("svc/other", state),
+        stage_token("svc/key", state.after(steps.plan_bump(state))),
+        stage_token("svc/key", remote({"p": {CURRENT}}, {MANAGED: "true"})),
+    }
+    assert token not in others
+    assert len(others) == 3
 
 
 def test_promote_plans_for_grace_and_for_revocation() -> None:
     """With grace, only AWSCURRENT moves (plus RETIRED for an older previous); grace 0 retires at once."""
-    state = remote({"c": {CURRENT}, "p": {PREVIOUS}, "r": {RETIRED}, "n": {PENDING, STAGING}},
+    state = remote({"c": {CURRENT}, "p": {PREVIOUS}, "r": {RETIRED}, "n": {PENDING}},
                    encode(record_key("r"), {"c": NOW.isoformat()}))
-    kept = steps.plan_promote(state, "n", NOW, timedelta(days=7), None)
+    kept = steps.plan_promote(state, "n", NOW - timedelta(minutes=1), NOW, timedelta(days=7), None)
     assert kept.moves == (Move(CURRENT, "c", "n"), Move(RETIRED, "r", "p"))
     assert set(kept.untag) == {record_key("r")}
     assert state.after(kept).members() == {"c": State.PREVIOUS, "n": State.CURRENT, "p": State.RETIRED}
-    revoked = steps.plan_promote(state, "n", NOW, timedelta(0), "leak")
+    assert state.after(kept).keyset("n", {}).current.created_at == NOW - timedelta(minutes=1)
+    revoked = steps.plan_promote(state, "n", NOW, NOW, timedelta(0), "leak")
     assert state.after(revoked).members() == {"c": State.RETIRED, "n": State.CURRENT}
     assert decode(revoked.tags, record_key("c"))["why"] == "leak"
 
@@ -130,6 +143,7 @@ def test_rollback_takes_the_idle_marker_along() -> None:
     state = remote({"c": {CURRENT, PENDING}, "p": {PREVIOUS}})
     after = state.after(steps.plan_rollback(state, "p", NOW, "broken"))
     assert after.stages == {"p": {CURRENT, PENDING}, "c": {RETIRED}}
+    assert after.seq == state.seq + 1  # "c" may become current again one day: its stage token is used up
 
 
 def test_discard_and_purge_forget_records() -> None:
@@ -138,6 +152,7 @@ def test_discard_and_purge_forget_records() -> None:
     state = remote({"c": {CURRENT}, "n": {PENDING}, "r": {RETIRED}}, tags)
     discarded = steps.plan_discard(state, "n")
     assert state.after(discarded).stages == {"c": {CURRENT, PENDING}, "r": {RETIRED}}
+    assert state.after(discarded).seq == 1  # the next stage derives a new token
     assert discarded.untag == (record_key("n"),)
     purged = state.after(steps.plan_purge(state, ["r"]))
     assert record_key("r") not in purged.tags

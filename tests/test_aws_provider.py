@@ -77,7 +77,21 @@ def test_every_step_leaves_exactly_one_current(moto: GatedMotoServer) -> None:
         keyset = step(keyset)
         one_current(backend, ref, keyset)
         assert backend.read(ref) == keyset
-        assert provider(moto).read(ref) == keyset  # a cold instance sees the same
+        assert as_aws_stamps(provider(moto).read(ref), keyset) == keyset  # a cold instance sees the same
+
+
+def as_aws_stamps(cold: Keyset | None, known: Keyset) -> Keyset:
+    """``cold`` with its pending version's creation time taken from ``known``.
+
+    The instance that staged a version knows the time it staged it; a cold instance sees AWS's CreatedDate
+    of the version (a pending version has no record of its own). Both are the staging time, by two clocks.
+    """
+    assert cold is not None
+    if cold.pending is None or known.pending is None:
+        return cold
+    fixed = [v.replace(created_at=known.pending.created_at) if v.state is State.PENDING else v
+             for v in cold.versions]
+    return cold.replace(versions=tuple(sorted(fixed, key=lambda v: (v.created_at, v.id))))
 
 
 def _pending(keyset: Keyset) -> str:
@@ -228,31 +242,34 @@ def test_server_stopped_mid_rotation_then_resumed(moto: GatedMotoServer) -> None
     assert one_current(backend, ref, done) == found.pending.id
 
 
-@pytest.mark.parametrize("step", ["stage", "promote"])
-def test_failed_label_move_leaves_a_consistent_keyset(moto: GatedMotoServer, step: str) -> None:
-    """A 500 on the label move of a step leaves the step undone, and repeating it then succeeds."""
+@pytest.mark.parametrize(("step", "write"), [("stage", "PutSecretValue"), ("promote", "UpdateSecretVersionStage")])
+def test_failed_write_leaves_a_consistent_keyset(moto: GatedMotoServer, step: str, write: str) -> None:
+    """A 500 on the conditional write of a step leaves the step undone, and repeating it then succeeds."""
     backend, ref = provider(moto), new_ref()
     base = backend.create(ref, make_version(State.CURRENT), {})
     version = make_version()
     if step == "promote":
         base = backend.stage(ref, base, version)
-    moto.fail = lambda action, request: action == "UpdateSecretVersionStage"
+    moto.fail = lambda action, request: action == write
 
     def run(keyset: Keyset) -> Keyset:
         if step == "stage":
             return backend.stage(ref, keyset, version)
-        return backend.promote(ref, keyset, version.id, NOW, GRACE)
+        return backend.promote(ref, keyset, _pending(keyset), NOW, GRACE)
 
     with pytest.raises(BackendUnavailable):
         run(base)
     moto.relax()
     seen = provider(moto).read(ref)
     assert seen is not None
-    assert seen.versions == base.versions
+    assert [(v.id, v.state) for v in seen.versions] == [(v.id, v.state) for v in base.versions]
     one_current(backend, ref, seen)
     done = run(seen)
-    assert provider(moto).read(ref) == done
-    assert (done.pending if step == "stage" else done.current).id == version.id  # type: ignore[union-attr]
+    assert as_aws_stamps(provider(moto).read(ref), done) == done
+    changed = done.pending if step == "stage" else done.current
+    assert changed is not None
+    assert changed.value is not None
+    assert changed.value.reveal() == version.value.reveal()  # type: ignore[union-attr]
 
 
 def test_pending_left_by_a_crashed_run_can_be_discarded_and_replaced(moto: GatedMotoServer) -> None:
@@ -362,14 +379,14 @@ def test_no_value_in_logs_or_errors(moto: GatedMotoServer, caplog: pytest.LogCap
     staged = backend.stage(ref, backend.create(ref, first, {}), second)
     texts: list[str] = []
     moto.fail = lambda action, request: action == "UpdateSecretVersionStage"
-    attempts: list[Callable[[], Keyset]] = [lambda: backend.promote(ref, staged, second.id, NOW, GRACE),
+    attempts: list[Callable[[], Keyset]] = [lambda: backend.promote(ref, staged, _pending(staged), NOW, GRACE),
                                             lambda: backend.stage(ref, staged, make_version())]
     for attempt in attempts:
         with pytest.raises(RotatorError) as caught:
             attempt()
         texts += [str(caught.value), repr(caught.value), str(caught.value.__cause__)]
     moto.relax()
-    backend.promote(ref, backend.read(ref), second.id, NOW, GRACE)  # type: ignore[arg-type]
+    backend.promote(ref, backend.read(ref), _pending(staged), NOW, GRACE)  # type: ignore[arg-type]
     secrets = [v.value.reveal() for v in (first, second) if v.value is not None]
     assert caplog.records
     for value in secrets:
@@ -383,3 +400,77 @@ def test_repr_names_where_not_what(moto: GatedMotoServer) -> None:
     assert moto.endpoint in text
     assert "p/" in text
 
+
+
+def test_a_rotation_in_a_fresh_process_is_five_calls(moto: GatedMotoServer) -> None:
+    """Describe, put (the compare-and-set), read-back, tag, label move: nothing else, no current value read."""
+    ref = new_ref()
+    provider(moto).create(ref, make_version(State.CURRENT), {})
+    fresh = provider(moto)
+    moto.reset_counts()
+    seen = fresh.read_state(ref)
+    assert seen is not None
+    assert seen.current is not None
+    assert seen.current.value is None  # not needed to decide or to step
+    staged = fresh.stage(ref, seen, make_version())
+    assert fresh.read_value(ref, _pending(staged)) is not None
+    done = fresh.promote(ref, staged, _pending(staged), NOW, GRACE)
+    assert dict(moto.calls) == {"DescribeSecret": 1, "PutSecretValue": 1, "GetSecretValue": 1, "TagResource": 1,
+                                "UpdateSecretVersionStage": 1}
+    assert done.current is not None
+    one_current(fresh, ref)
+    stored = provider(moto).read(ref)
+    assert stored is not None
+    assert [(v.id, v.state) for v in stored.versions] == [(v.id, v.state) for v in done.versions]
+
+
+def test_racing_puts_of_one_token_fail_like_aws(moto: GatedMotoServer) -> None:
+    """Two instances that read the same state derive the same stage token; the second put is refused."""
+    ref = new_ref()
+    provider(moto).create(ref, make_version(State.CURRENT), {})
+    first, second = provider(moto), provider(moto)
+    seen_first, seen_second = first.read(ref), second.read(ref)
+    assert seen_first is not None
+    assert seen_second is not None
+    winner = make_version()
+    staged = first.stage(ref, seen_first, winner)
+    with pytest.raises(ConflictError):
+        second.stage(ref, seen_second, make_version())
+    stored = provider(moto).read(ref)
+    assert stored is not None
+    assert stored.pending is not None
+    assert stored.pending.id == _pending(staged)
+    assert stored.pending.value == winner.value  # the loser's put changed nothing
+
+
+def test_a_token_used_up_outside_rotator_moves_to_the_next_sequence(moto: GatedMotoServer) -> None:
+    """AWSPENDING taken off by hand (no sequence bump): the next stage finds its token taken and goes on."""
+    backend, ref = provider(moto), new_ref()
+    staged = backend.stage(ref, backend.create(ref, make_version(State.CURRENT), {}), make_version())
+    backend.client.update_secret_version_stage(SecretId=ref.path, VersionStage="AWSPENDING",
+                                               RemoveFromVersionId=_pending(staged))
+    cold = provider(moto)
+    seen = cold.read(ref)
+    assert seen is not None
+    assert seen.pending is None
+    again = cold.stage(ref, seen, version := make_version())
+    assert _pending(again) != _pending(staged)
+    assert cold.read_value(ref, _pending(again)) == version.value
+    done = cold.promote(ref, again, _pending(again), NOW, GRACE)
+    assert done.current is not None
+    assert one_current(cold, ref) == _pending(again) == done.current.id
+
+
+def test_keyring_policy_without_retired_values_still_reads(moto: GatedMotoServer) -> None:
+    """aws-readonly-policy.json denies GetSecretValue on ROTATOR_RETIRED; a read then has no retired value."""
+    backend, ref = provider(moto), new_ref()
+    staged = backend.stage(ref, backend.create(ref, make_version(State.CURRENT), {}), make_version())
+    done = backend.promote(ref, staged, _pending(staged), NOW, timedelta(0), "revoked")
+    assert done.retired
+    moto.deny = lambda action, request: (action == "GetSecretValue"
+                                         and request.get("VersionStage") == "ROTATOR_RETIRED")
+    consumer = provider(moto).read(ref)
+    assert consumer is not None
+    assert consumer.current is not None
+    assert consumer.current.value is not None
+    assert [v.value for v in consumer.retired] == [None]

@@ -15,7 +15,7 @@ from rotator.provider import Provider, SecretRef
 
 __all__ = [
     "GRACE", "JWK", "NOW", "STEPS", "WINDOW", "ContractBase", "RefMaker",
-    "make_version", "one", "reveal", "values",
+    "assert_staged", "assigns_ids", "make_version", "one", "reveal", "values",
 ]
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -61,6 +61,22 @@ def one(keyset: Keyset, state: State) -> KeyVersion:
 def values(keyset: Keyset) -> dict[str, str | None]:
     """Every version's plain value by id, to compare what a backend holds."""
     return {v.id: v.value.reveal() if v.value is not None else None for v in keyset.versions}
+
+
+def assigns_ids(provider: Provider) -> bool:
+    """True for a provider that stores a staged version under an id of its own (``assigns_version_ids``)."""
+    return bool(getattr(provider, "assigns_version_ids", False))
+
+
+def assert_staged(provider: Provider, pending: KeyVersion, version: KeyVersion) -> None:
+    """``pending`` is ``version`` as staged: equal, or for a provider that assigns ids, the same value and
+    creation time under the provider's id (attempt, actor and public key need not survive there)."""
+    if not assigns_ids(provider):
+        assert pending == version
+        return
+    assert pending.state is State.PENDING
+    assert pending.created_at == version.created_at
+    assert reveal(pending) == reveal(version)
 
 
 class ContractBase:

@@ -6,21 +6,29 @@ Staging labels carry the states (AWS moves each label atomically and keeps it on
     AWSPREVIOUS      previous (grace deadline in the version's record)
     ROTATOR_RETIRED  the newest retired version, kept for the rollback window
     AWSPENDING       pending when it is a version's only state label; on the current version it is the idle
-                     marker (AWS's own rotation leaves it there), which the next stage moves with
-                     ``RemoveFromVersionId`` = a native compare-and-set that only one racer can win
-    ROTATOR_STAGING  placeholder label of a value being staged (PutSecretValue needs one); ignored
+                     marker (AWS's own rotation leaves it there)
+
+A new version is staged with ONE ``PutSecretValue(VersionStages=["AWSPENDING"])`` whose
+``ClientRequestToken`` (= the AWS VersionId) is derived from the current version and the stage sequence
+(:func:`stage_token`). Every actor that read the same state derives the same token; AWS refuses a token that
+already names a version with another value (``ResourceExistsException``), so exactly one racer stages: a
+compare-and-set in the put itself. Steps that can bring an earlier state back (discard, rollback) bump the
+sequence, so a token is never needed twice.
 
 Tags carry what labels cannot (tag values are limited to 256 characters of ``[\\w .:/=+@-]``, so JSON is
 stored base64url-encoded and split over ``KEY``, ``KEY:1``, ...; the first chunk starts with ``N.``)::
 
     rotator:managed               "true": rotator writes this secret
-    rotator:v:<version id>        one version's record: created/promoted/expires/retired times, reason,
-                                  attempt, actor, public JWK
+    rotator:v:<version id>        a version's record: created/promoted/expires/retired times, reason (and for
+                                  the first version: attempt, actor, public JWK). A staged version has none
+                                  until its promotion: AWS's own VersionId and CreatedDate describe it
     rotator:meta                  keyset bookkeeping (notices sent, failures)
-    rotator:previous-expires-at   for humans and alarms only (ISO time or empty)
+    rotator:seq                   stage sequence (see above)
+    rotator:previous-expires-at   grace deadline of AWSPREVIOUS, for humans and alarms (ISO time or empty)
     rotator:last-rotated-at       for humans and alarms only
 
-The revision is a hash of the state labels plus the records and meta of labelled versions, so anything that
+A staged version's public key is not stored: a JWKS derives it from the private value. The revision is a
+hash of the state labels, the records and meta of labelled versions and the sequence, so anything that
 changes the keyset changes it. A :class:`Plan` lists the writes of one step; :meth:`Remote.after` predicts
 the describe that follows them, which is how a step returns the stored keyset without reading it again.
 """
@@ -40,15 +48,16 @@ from typing import Any
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 
 __all__ = [
-    "CURRENT", "MANAGED", "PENDING", "PREVIOUS", "RETIRED", "STAGING", "Move", "Plan", "Remote",
-    "decode", "encode", "record_key", "record_of",
+    "CURRENT", "MANAGED", "PENDING", "PREVIOUS", "RETIRED", "SEQ", "Move", "Plan", "Remote",
+    "decode", "encode", "record_key", "record_of", "stage_token",
 ]
 
 CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
-RETIRED, STAGING = "ROTATOR_RETIRED", "ROTATOR_STAGING"
+RETIRED = "ROTATOR_RETIRED"
 STATE_LABELS = frozenset({CURRENT, PENDING, PREVIOUS, RETIRED})
 MANAGED = "rotator:managed"
 META = "rotator:meta"
+SEQ = "rotator:seq"
 EXPIRES_TAG = "rotator:previous-expires-at"
 ROTATED_TAG = "rotator:last-rotated-at"
 _RECORD = "rotator:v:"
@@ -160,7 +169,10 @@ class Move:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The writes of one step, executed in this order: tag, put (staging a value), moves, untag."""
+    """The writes of one step, executed in this order: put (staging a value as AWSPENDING), tag, moves, untag.
+
+    The put comes first: it is the compare-and-set of a stage, so a racer that loses it has written nothing.
+    """
 
     tags: Mapping[str, str] = field(default_factory=dict)
     put: str | None = None
@@ -237,6 +249,11 @@ class Remote:
         return dict(found) if isinstance(found, dict) else {}
 
     @property
+    def seq(self) -> int:
+        text = self.tags.get(SEQ, "0")
+        return int(text) if text.isdigit() else 0
+
+    @property
     def managed(self) -> bool:
         return self.tags.get(MANAGED) == "true"
 
@@ -248,6 +265,7 @@ class Remote:
             "records": {vid: _joined(self.tags, record_key(vid)) for vid in members},
             "meta": _joined(self.tags, META),
             "managed": self.managed,
+            "seq": self.seq,
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -267,8 +285,8 @@ class Remote:
         tags = {**self.tags, **plan.tags}
         if plan.put is not None:
             for labels in stages.values():
-                labels.discard(STAGING)
-            stages[plan.put] = {STAGING}
+                labels.discard(PENDING)
+            stages[plan.put] = {PENDING}
         for move in plan.moves:
             _move(stages, move)
         for key in plan.untag:
@@ -285,6 +303,13 @@ class Remote:
         versions.sort(key=lambda v: (v.created_at, v.id))
         return Keyset(name=name, revision=self.revision, versions=tuple(versions), meta=self.meta,
                       managed=self.managed)
+
+
+def stage_token(name: str, remote: Remote) -> str:
+    """The VersionId of the next staged version: the same for every actor that saw this state."""
+    current = remote.holder(CURRENT) or ""
+    digest = hashlib.sha256(f"rotator-stage\0{name}\0{current}\0{remote.seq}".encode()).hexdigest()
+    return digest[:32]
 
 
 def label_for(state: State) -> str:

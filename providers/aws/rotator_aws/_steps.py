@@ -1,11 +1,11 @@
 """The writes of each rotation step against one secret, planned from its current :class:`Remote` (pure).
 
 Each planner assumes the step is legal (the provider checks that with :mod:`rotator.keyset` first) and
-returns a :class:`Plan`: records are tagged first (they only mean something once the labels agree), then the
-labels move, each move naming ``RemoveFromVersionId`` so AWS refuses it if another actor got there first,
-then records of versions that left the keyset are untagged. Whoever crashes between two calls leaves a
-secret that reads as a consistent keyset: a half-finished step reads as not done (or, for the last label of
-a promotion, as done) and the next run repeats or completes it.
+returns a :class:`Plan`: a stage is one put (its token is the compare-and-set); other steps tag records first
+(they only mean something once the labels agree), then move labels, each move naming ``RemoveFromVersionId``
+so AWS refuses it if another actor got there first, then untag records of versions that left the keyset.
+Whoever crashes between two calls leaves a secret that reads as a consistent keyset: a half-finished step
+reads as not done (or, for the last label of a promotion, as done) and the next run repeats or completes it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rotator_aws._layout import (
     PENDING,
     PREVIOUS,
     RETIRED,
+    SEQ,
     Move,
     Plan,
     Remote,
@@ -33,7 +34,7 @@ from rotator_aws._layout import (
 )
 
 __all__ = [
-    "plan_adopt", "plan_create_tags", "plan_discard", "plan_meta", "plan_promote", "plan_purge",
+    "plan_adopt", "plan_bump", "plan_create_tags", "plan_discard", "plan_meta", "plan_promote", "plan_purge",
     "plan_retire", "plan_rollback", "plan_stage",
 ]
 
@@ -74,19 +75,23 @@ def plan_adopt(remote: Remote, current: KeyVersion, labels: Mapping[str, str]) -
     return _plan({**labels, MANAGED: "true", **encode(record_key(current.id), record_of(current))}, [], [])
 
 
-def plan_stage(remote: Remote, version: KeyVersion) -> Plan:
-    """Record, put under the placeholder label, then move AWSPENDING from wherever it idles (CAS)."""
-    marker = remote.holder(PENDING)
-    tags = encode(record_key(version.id), record_of(version))
-    return _plan(tags, [Move(PENDING, marker, version.id)], remote.stale_record_keys(), put=version.id)
+def plan_stage(token: str) -> Plan:
+    """One put of the new value as AWSPENDING under the derived token (AWS moves the label to it)."""
+    return Plan(put=token)
 
 
-def plan_promote(remote: Remote, vid: str, now: datetime, grace: timedelta, reason: str | None) -> Plan:
+def plan_bump(remote: Remote) -> Plan:
+    """A new stage sequence: the token it derived names a version already (a discarded attempt)."""
+    return Plan(tags=_next_seq(remote))
+
+
+def plan_promote(remote: Remote, vid: str, created: datetime, now: datetime, grace: timedelta,
+                 reason: str | None) -> Plan:
     """AWSCURRENT to the pending version (CAS on the old current); AWSPREVIOUS follows by itself."""
     current = remote.holder(CURRENT)
     assert current is not None
     previous, retired = _only(remote, State.PREVIOUS), remote.holder(RETIRED)
-    tags = _rec(remote, vid, ("e", "r", "why"), p=now)
+    tags = _rec(remote, vid, ("e", "r", "why"), c=created, p=now)
     moves = [Move(CURRENT, current, vid)]
     gone: list[str | None] = []
     if grace > timedelta(0):
@@ -124,7 +129,7 @@ def plan_rollback(remote: Remote, target: str, now: datetime, reason: str) -> Pl
     retired = remote.holder(RETIRED)
     tags = _rec(remote, target, ("e", "r", "why"), p=now)
     tags |= _rec(remote, current, ("e",), r=now, why=_short(f"rolled back: {reason}"))
-    tags |= info_tags(now, None)
+    tags |= info_tags(now, None) | _next_seq(remote)
     moves = [Move(CURRENT, current, target)]
     if PENDING in remote.stages.get(current, frozenset()):
         moves.append(Move(PENDING, current, target))
@@ -139,7 +144,7 @@ def plan_discard(remote: Remote, vid: str) -> Plan:
     """AWSPENDING back to the current version (idle marker); the abandoned version loses every label."""
     current = remote.holder(CURRENT)
     target = current if current is not None and PENDING not in remote.stages.get(current, frozenset()) else None
-    return _plan({}, [Move(PENDING, vid, target)], _forget(remote, vid))
+    return _plan(_next_seq(remote), [Move(PENDING, vid, target)], _forget(remote, vid))
 
 
 def plan_purge(remote: Remote, vids: Iterable[str]) -> Plan:
@@ -151,6 +156,11 @@ def plan_purge(remote: Remote, vids: Iterable[str]) -> Plan:
 def plan_meta(remote: Remote, meta: Mapping[str, Any]) -> Plan:
     """Rewrite the bookkeeping tags (chunks a shorter encoding no longer needs are removed)."""
     return _plan(encode(META, dict(meta)), [], remote.chunk_keys(META))
+
+
+def _next_seq(remote: Remote) -> dict[str, str]:
+    """Discard and rollback can bring back a state whose stage token is used up: move to the next one."""
+    return {SEQ: str(remote.seq + 1)}
 
 
 def _short(reason: str) -> str:

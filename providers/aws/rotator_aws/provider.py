@@ -2,14 +2,19 @@
 
 Compare-and-set without a CAS API: every step first checks ``expected.revision`` (a hash of the labels and
 rotator's tags) against the secret's last known state, re-reading with ``DescribeSecret`` unless this
-instance itself produced or observed that exact state; then every label move names
-``RemoveFromVersionId``, which Secrets Manager refuses if another process moved the label first. Writers of
-one secret inside a process are serialised by a lock, so threads never race each other. Values are read
-with an explicit ``VersionId`` + ``VersionStage`` (never the default version: moto can get it wrong) and
-cached by version id, since a version's value never changes.
+instance itself produced or observed that exact state. Then the write itself is conditional in AWS: a stage
+puts under a token every racer derives alike (AWS refuses a second value for a token), and every label move
+names ``RemoveFromVersionId``, which Secrets Manager refuses if another process moved the label first.
+Writers of one secret inside a process are serialised by a lock, so threads never race each other. Values
+are read with an explicit ``VersionId`` + ``VersionStage`` (never the default version: moto can get it wrong)
+and cached by version id, since a version's value never changes.
 
-Costs per step: stage 3 calls (tag, put, move), promote 2 (tag, move), a read 1 describe plus one
-``GetSecretValue`` per version not seen before.
+The staged version's id is the derived token, not ``version.id`` (``assigns_version_ids``); its attempt,
+actor and public key are not stored (AWS's VersionId and CreatedDate describe a pending version).
+
+Calls per step: stage 1 (put), promote 2 (tag, move; a third move when a previous version is still in
+grace), a read 1 describe plus one ``GetSecretValue`` per version not seen before (``read_state``: only a
+pending one). A rotation in a fresh process is therefore describe, put, read-back, tag, move: 5 calls.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ from pydantic import BaseModel
 
 from rotator import keyset as ks
 from rotator.errors import AccessDenied, ConflictError, IllegalTransition, ProviderError, SecretNotFound
-from rotator.keyset import Keyset, KeyVersion, SecretValue
+from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.provider import SecretRef
 from rotator_aws import _steps as steps
 from rotator_aws._client import build_client, snake, translate
-from rotator_aws._layout import CURRENT, PENDING, STAGING, Move, Plan, Remote, label_for
+from rotator_aws._layout import CURRENT, PENDING, Move, Plan, Remote, label_for, stage_token
 from rotator_aws.config import AwsConfig
 
 __all__ = ["AwsProvider"]
@@ -58,6 +63,7 @@ class AwsProvider:
 
     type_name: ClassVar[str] = "aws"
     config_model: ClassVar[type[BaseModel]] = AwsConfig
+    assigns_version_ids: ClassVar[bool] = True  # a staged version's id is its derived stage token
 
     def __init__(self, *, name: str = "aws", config: AwsConfig | None = None, base_dir: Path | None = None) -> None:
         self.name = name
@@ -75,31 +81,22 @@ class AwsProvider:
     # --- Provider protocol ---------------------------------------------------------------------------
 
     def read(self, ref: SecretRef) -> Keyset | None:
-        name = self._aws_name(ref)
-        entry = self._entry(name)
-        for _ in range(3):
-            generation = entry.generation
-            remote = self._describe(name)
-            if remote is None:
-                self._observed(entry, generation, None)
-                return None
-            try:
-                sources = self._sources(name, remote)
-            except ConflictError:
-                continue  # a label moved between describe and get: read again
-            self._observed(entry, generation, remote)
-            return remote.keyset(ref.name, sources)
-        raise ConflictError(f"{ref.name}: staging labels of {name} kept moving while reading; retry")
+        return self._read(ref, every_value=True)
+
+    def read_state(self, ref: SecretRef) -> Keyset | None:
+        """The keyset for deciding and stepping: one describe, plus the value of a pending version not seen
+        before (its CreatedDate decides staleness); other values are None unless this instance saw them."""
+        return self._read(ref, every_value=False)
 
     def read_value(self, ref: SecretRef, version_id: str) -> SecretValue | None:
-        """One GetSecretValue by version id (no describe): the cheap read-back of verify."""
+        """One GetSecretValue by version id (no describe, no cache): the read-back of verify."""
         name = self._aws_name(ref)
         try:
             answer = self._call("GetSecretValue", name, SecretId=name, VersionId=version_id)
         except SecretNotFound:
             return None
-        text = answer.get("SecretString")
-        return SecretValue(text) if isinstance(text, str) else None
+        found = self._remember(name, version_id, answer)
+        return found[0]
 
     def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
         value = self._writable(ref, version)
@@ -122,16 +119,31 @@ class AwsProvider:
         current = expected.current
         if current is None:
             raise IllegalTransition(f"{ref.name}: {self._aws_name(ref)} has no AWSCURRENT value to adopt")
-        return self._step(ref, expected, lambda r: steps.plan_adopt(r, current, ref.labels), check=True)
+        return self._step(ref, expected, lambda r: steps.plan_adopt(r, current, ref.labels), check=True,
+                          every_value=True)  # now readable under the least-privilege policy
 
     def stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
         pending = expected.pending
-        if pending is not None and version.attempt is not None and pending.attempt == version.attempt:
+        if pending is not None and ((version.attempt is not None and pending.attempt == version.attempt)
+                                    or (pending.value is not None and pending.value == version.value)):
             return expected  # the same attempt staged again (a retried request): nothing to do
         ks.stage(expected, version)
-        value = self._writable(ref, version)
-        return self._step(ref, expected, lambda r: steps.plan_stage(r, version), value=value,
-                          known={version.id: value})
+        value = self._writable(ref, version, own_id=False)
+        name = self._aws_name(ref)
+        entry = self._entry(name)
+        with entry.lock:
+            remote = self._confirm(ref, name, entry, expected, fresh=False)
+            token = stage_token(name, remote)
+            try:
+                after = self._run(name, entry, remote, steps.plan_stage(token), value)
+            except ConflictError:
+                remote = self._used_token(ref, name, entry, expected, token)
+                token = stage_token(name, remote)
+                after = self._run(name, entry, remote, steps.plan_stage(token), value)
+        with self._state_lock:
+            self._values[(name, token)] = (value, version.created_at)
+        known = {v.id: v.value for v in expected.versions if v.value is not None}
+        return after.keyset(ref.name, self._sources(name, after, known, every_value=False))
 
     def promote(
         self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, grace: timedelta,
@@ -139,7 +151,8 @@ class AwsProvider:
     ) -> Keyset:
         ks.promote(expected, version_id, now, grace, reason)
         self._need_current(ref, expected)
-        return self._step(ref, expected, lambda r: steps.plan_promote(r, version_id, now, grace, reason))
+        created = next(v.created_at for v in expected.versions if v.id == version_id)
+        return self._step(ref, expected, lambda r: steps.plan_promote(r, version_id, created, now, grace, reason))
 
     def retire(self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, reason: str) -> Keyset:
         ks.retire(expected, version_id, now, reason)
@@ -190,16 +203,27 @@ class AwsProvider:
 
     # --- steps ---------------------------------------------------------------------------------------
 
-    def _step(self, ref: SecretRef, expected: Keyset, planner: Callable[[Remote], Plan], *, check: bool = False,
-              value: SecretValue | None = None, known: Mapping[str, SecretValue] | None = None) -> Keyset:
-        """Check ``expected`` is still what is stored, run the planned writes, return the keyset after."""
+    def _step(self, ref: SecretRef, expected: Keyset, planner: Callable[[Remote], Plan], *,
+              check: bool = False, every_value: bool = False) -> Keyset:
+        """Check ``expected`` is still what is stored, run the planned writes, return the keyset after.
+
+        The result carries the values ``expected`` carried (a version's value never changes in AWS)."""
         name = self._aws_name(ref)
         entry = self._entry(name)
         with entry.lock:
             remote = self._confirm(ref, name, entry, expected, fresh=check)
-            after = self._run(name, entry, remote, planner(remote), value)
-        sources = {v.id: v.value for v in expected.versions if v.value is not None} | dict(known or {})
-        return after.keyset(ref.name, self._sources(name, after, sources))
+            after = self._run(name, entry, remote, planner(remote))
+        known = {v.id: v.value for v in expected.versions if v.value is not None}
+        return after.keyset(ref.name, self._sources(name, after, known, every_value=every_value))
+
+    def _used_token(self, ref: SecretRef, name: str, entry: _Entry, expected: Keyset, token: str) -> Remote:
+        """The stage token names a version already. A racer's stage: ConflictError. A version without labels
+        (an attempt discarded by hand, or by a crashed discard): move to the next sequence and go on."""
+        remote = self._confirm(ref, name, entry, expected, fresh=True)
+        if remote.stages.get(token):
+            raise ConflictError(f"{ref.name}: another actor staged {name} first; re-read and decide")
+        log.warning("aws.stage_token_used secret=%s token=%s", name, token[:8])
+        return self._run(name, entry, remote, steps.plan_bump(remote))
 
     def _confirm(self, ref: SecretRef, name: str, entry: _Entry, expected: Keyset, *, fresh: bool) -> Remote:
         """The stored state if its revision is ``expected.revision``; ConflictError otherwise."""
@@ -220,12 +244,12 @@ class AwsProvider:
     def _run(self, name: str, entry: _Entry, remote: Remote, plan: Plan, value: SecretValue | None = None) -> Remote:
         """Execute ``plan`` in order; the predicted state becomes what this instance knows."""
         try:
-            if plan.tags:
-                self._call("TagResource", name, SecretId=name, Tags=_tag_list(plan.tags))
             if plan.put is not None:
                 assert value is not None
                 self._call("PutSecretValue", name, SecretId=name, ClientRequestToken=plan.put,
-                           SecretString=value.reveal(), VersionStages=[STAGING])
+                           SecretString=value.reveal(), VersionStages=[PENDING])
+            if plan.tags:
+                self._call("TagResource", name, SecretId=name, Tags=_tag_list(plan.tags))
             for move in plan.moves:
                 self._move(name, move)
         except BaseException:
@@ -268,9 +292,27 @@ class AwsProvider:
             remote = remote.with_current(str(answer["VersionId"]))
         return remote
 
-    def _sources(self, name: str, remote: Remote, known: Mapping[str, SecretValue | None] | None = None
-                 ) -> dict[str, Source]:
-        """Value and CreatedDate of every version in the keyset: cache, then ``known``, then AWS."""
+    def _read(self, ref: SecretRef, *, every_value: bool) -> Keyset | None:
+        name = self._aws_name(ref)
+        entry = self._entry(name)
+        for _ in range(3):
+            generation = entry.generation
+            remote = self._describe(name)
+            if remote is None:
+                self._observed(entry, generation, None)
+                return None
+            try:
+                sources = self._sources(name, remote, every_value=every_value)
+            except ConflictError:
+                continue  # a label moved between describe and get: read again
+            self._observed(entry, generation, remote)
+            return remote.keyset(ref.name, sources)
+        raise ConflictError(f"{ref.name}: staging labels of {name} kept moving while reading; retry")
+
+    def _sources(self, name: str, remote: Remote, known: Mapping[str, SecretValue] | None = None, *,
+                 every_value: bool) -> dict[str, Source]:
+        """Value and CreatedDate of the versions in the keyset: cache, then ``known``, then AWS (every
+        version, or only a pending one; the others then carry no value)."""
         out: dict[str, Source] = {}
         for vid, state in remote.members().items():
             with self._state_lock:
@@ -279,20 +321,27 @@ class AwsProvider:
                 out[vid] = hit
             elif known is not None and vid in known:
                 out[vid] = (known[vid], None)
-            else:
-                out[vid] = self._fetch(name, vid, label_for(state), foreign=not remote.managed)
+            elif every_value or state is State.PENDING:
+                # a least-privilege reader may not read a foreign secret (adopting it needs no value) nor a
+                # retired value (deploy/policies/aws-readonly-policy.json): those read as having none
+                optional = not remote.managed or state is State.RETIRED
+                out[vid] = self._fetch(name, vid, label_for(state), optional=optional)
         return out
 
-    def _fetch(self, name: str, vid: str, label: str, *, foreign: bool = False) -> Source:
+    def _fetch(self, name: str, vid: str, label: str, *, optional: bool = False) -> Source:
         try:
             answer = self._call("GetSecretValue", name, race=_LABEL_RACE, SecretId=name, VersionId=vid,
                                 VersionStage=label)
         except SecretNotFound:
             return (None, None)  # the version is gone (deprecated and deleted by AWS)
         except AccessDenied:
-            if foreign:  # least privilege reads only managed secrets; adopting one needs no value
+            if optional:
                 return (None, None)
             raise
+        return self._remember(name, vid, answer)
+
+    def _remember(self, name: str, vid: str, answer: Mapping[str, Any]) -> Source:
+        """Cache the value and CreatedDate of a GetSecretValue answer (a version never changes)."""
         text = answer.get("SecretString")
         if text is None and isinstance(answer.get("SecretBinary"), bytes):
             try:
@@ -300,7 +349,7 @@ class AwsProvider:
             except UnicodeDecodeError:
                 text = None
         created = answer.get("CreatedDate")
-        found: Source = (SecretValue(text) if text is not None else None,
+        found: Source = (SecretValue(text) if isinstance(text, str) else None,
                          created.astimezone(UTC) if isinstance(created, datetime) else None)
         with self._state_lock:
             self._values[(name, vid)] = found
@@ -346,8 +395,8 @@ class AwsProvider:
                 entry.remote, entry.generation = remote, generation + 1
 
     @staticmethod
-    def _writable(ref: SecretRef, version: KeyVersion) -> SecretValue:
-        if not _TOKEN.fullmatch(version.id):
+    def _writable(ref: SecretRef, version: KeyVersion, *, own_id: bool = True) -> SecretValue:
+        if own_id and not _TOKEN.fullmatch(version.id):
             raise IllegalTransition(f"{ref.name}: version id {version.id[:16]!r} cannot be an AWS VersionId "
                                     "(32-64 letters, digits, '-' or '_')")
         if version.value is None:
