@@ -15,7 +15,10 @@ Where it differs from a plain ``ThreadedMotoServer``, to behave more like AWS an
 * Secrets Manager requests (``X-Amz-Target: secretsmanager.*``) go straight to one cached moto app instead of
   ``DomainDispatcherApplication``, which lists moto's package directory on disk on every request; STS calls
   and ``/moto-api`` still go through the dispatcher.
-* ``moto.core.responses.method_names_from_class`` (``inspect.getmembers`` on every request) is memoised.
+* ``moto.core.responses.method_names_from_class`` (``inspect.getmembers`` on every request) is memoised, and
+  moto's ``SecretsStore`` looks a secret up by its name (the dict key) before scanning every secret for a
+  matching ARN: moto's scan made each call cost O(secrets stored), so a benchmark got slower with every secret
+  an earlier run had created.
 * Fidelity shim for a moto deviation: real AWS refuses ``PutSecretValue`` (and ``UpdateSecret``) whose
   ``ClientRequestToken`` is the VersionId of an existing version that has a value, when the new value differs:
   ``ResourceExistsException`` "You can't use ClientRequestToken ... because that value is already in use for
@@ -96,12 +99,28 @@ class _Server(cheroot_wsgi.Server):
 
 
 def _speed_up_moto() -> None:
-    """Memoise ``method_names_from_class``, which moto calls (``inspect.getmembers``) on every request."""
+    """Memoise ``method_names_from_class`` and give ``SecretsStore`` a by-name fast path (see the docstring)."""
     from moto.core import responses
+    from moto.secretsmanager.models import SecretsStore
 
     original = responses.method_names_from_class  # type: ignore[attr-defined]
     if not hasattr(original, "cache_info"):
         responses.method_names_from_class = functools.cache(original)  # type: ignore[attr-defined]
+    if getattr(SecretsStore, "_by_name_first", False):
+        return
+    scan_get, scan_contains, scan_item = SecretsStore.get, SecretsStore.__contains__, SecretsStore.__getitem__
+
+    def get(self: Any, key: str) -> Any:
+        return dict.get(self, key) if dict.__contains__(self, key) else scan_get(self, key)
+
+    def contains(self: Any, key: str) -> bool:
+        return dict.__contains__(self, key) or scan_contains(self, key)
+
+    def item(self: Any, key: str) -> Any:
+        return dict.__getitem__(self, key) if dict.__contains__(self, key) else scan_item(self, key)
+
+    SecretsStore.get, SecretsStore.__contains__, SecretsStore.__getitem__ = get, contains, item  # type: ignore[method-assign]
+    SecretsStore._by_name_first = True  # type: ignore[attr-defined]
 
 
 class GatedMotoServer(ThreadedMotoServer):
