@@ -140,8 +140,7 @@ class AwsProvider:
                 remote = self._used_token(ref, name, entry, expected, token)
                 token = stage_token(name, remote)
                 after = self._run(name, entry, remote, steps.plan_stage(token), value)
-        with self._state_lock:
-            self._values[(name, token)] = (value, version.created_at)
+        self._cache(name, token, (value, version.created_at))
         known = {v.id: v.value for v in expected.versions if v.value is not None}
         return after.keyset(ref.name, self._sources(name, after, known, every_value=False))
 
@@ -351,11 +350,14 @@ class AwsProvider:
         created = answer.get("CreatedDate")
         found: Source = (SecretValue(text) if isinstance(text, str) else None,
                          created.astimezone(UTC) if isinstance(created, datetime) else None)
+        self._cache(name, vid, found)
+        return found
+
+    def _cache(self, name: str, vid: str, found: Source) -> None:
         with self._state_lock:
             self._values[(name, vid)] = found
             while len(self._values) > _CACHE_SIZE:
                 self._values.popitem(last=False)
-        return found
 
     # --- plumbing ------------------------------------------------------------------------------------
 
