@@ -23,6 +23,7 @@ from rotator.errors import ExitCode, RotatorError
 from rotator.logs import get_logger
 from rotator.manifest import SecretPolicy
 from rotator.metrics import METRICS
+from rotator.outcome import Outcome
 from rotator.plan import decide
 
 __all__ = ["Daemon"]
@@ -132,9 +133,10 @@ class Daemon:
         with self._lock:
             runtime = self._refresh()
         problems = self._check_providers(runtime)
-        outcomes = runtime.engine.reconcile(list(runtime.manifest.secrets.values()), concurrency=4)
-        for policy in runtime.manifest.secrets.values():
-            self._schedule_next(runtime, policy)
+        policies = list(runtime.manifest.secrets.values())
+        outcomes = runtime.engine.reconcile(policies, concurrency=4)
+        for policy, outcome in zip(policies, outcomes, strict=True):
+            self._schedule_next(runtime, policy, outcome)
         failed = [o for o in outcomes if not o.ok]
         for outcome in failed:
             log.warning("reconcile.secret_failed", secret=outcome.secret, error=outcome.message)
@@ -150,20 +152,23 @@ class Daemon:
         outcome = runtime.engine.reconcile_one(policy)
         if not outcome.ok:
             log.warning("secret.job_failed", secret=name, error=outcome.message)
-        self._schedule_next(runtime, policy)
+        self._schedule_next(runtime, policy, outcome)
 
-    def _schedule_next(self, runtime: Runtime, policy: SecretPolicy) -> None:
+    def _schedule_next(self, runtime: Runtime, policy: SecretPolicy, outcome: Outcome) -> None:
+        """A job at the secret's next action time: from the pass's settled decision, else from a fresh read."""
         if self._scheduler is None or self.stopping.is_set():
             return
-        try:
-            keyset = runtime.engine.read(policy, values=False)
-        except RotatorError:
-            return  # the periodic reconcile retries; readiness reports the backend
         now = runtime.engine.clock()
-        decision = decide(policy, keyset, now)
-        if decision.next_at is None:
+        next_at = outcome.next_at
+        if next_at is None:  # the pass ended on a step (or failed): decide on what is stored now
+            try:
+                keyset = runtime.engine.read(policy, values=False)
+            except RotatorError:
+                return  # the periodic reconcile retries; readiness reports the backend
+            next_at = decide(policy, keyset, now).next_at
+        if next_at is None:
             return
-        run_at = max(decision.next_at, now) + timedelta(milliseconds=50)
+        run_at = max(next_at, now) + timedelta(milliseconds=50)
         self._scheduler.add_job(self._run_secret, "date", run_date=run_at, args=[policy.name],
                                 id=f"secret:{policy.name}", replace_existing=True)
 

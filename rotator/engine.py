@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,6 +103,7 @@ class Engine:
         cid = new_correlation_id()
         done: list[Outcome] = []
         conflicts = 0
+        settled: datetime | None = None
         for _ in range(_MAX_STEPS):
             if self.stop_requested():
                 break
@@ -113,6 +115,7 @@ class Engine:
                 if force and decision.action in (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE):
                     decision = Decision(Action.ROTATE, "forced (--now)", decision.due_at, now)
                 if decision.action in (Action.NONE, Action.PAUSED, Action.BACKOFF):
+                    settled = decision.next_at
                     if keyset is not None:
                         self._observe(policy, keyset)  # gauges once per pass, from the settled keyset
                     if not done:
@@ -141,7 +144,8 @@ class Engine:
             if not outcome.ok or outcome.action == "already_rotated" or decision.action in _FINAL or (
                     force and decision.action is Action.CREATE):
                 break  # a rotation (or a resumed one) leaves nothing else due: skip the extra read
-        return summarise(policy.name, done)
+        summary = summarise(policy.name, done)
+        return replace(summary, next_at=settled) if settled is not None else summary
 
     def rollback(self, policy: SecretPolicy, reason: str) -> Outcome:
         """Make the previous value current again (DESIGN.md: rollback)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rotator.errors import ExitCode, RotatorError
@@ -23,6 +24,9 @@ class Outcome:
     old_version: str | None = None
     error: RotatorError | None = field(default=None, compare=False)
     consumers: tuple[str, ...] = ()
+    # when the secret next needs attention, if the pass ended on a settled decision (the daemon schedules
+    # from it instead of reading the keyset again); None: unknown
+    next_at: datetime | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"secret": self.secret, "action": self.action, "ok": self.ok,

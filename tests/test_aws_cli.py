@@ -123,6 +123,18 @@ def test_rotate_now_through_aws(aws_ws: tuple[Workspace, Aws]) -> None:
     assert sorted(v["state"] for v in status["secrets"][0]["versions"]) == ["current", "previous"]
 
 
+def test_rotate_now_in_a_new_process_is_five_aws_calls(aws_ws: tuple[Workspace, Aws], moto: GatedMotoServer) -> None:
+    """The CLI's rotation costs what the layout promises: describe, put, read-back, tag, label move."""
+    ws, aws = aws_ws
+    assert ws.cli("run").code == 0
+    moto.reset_counts()
+    result = ws.cli("rotate", "--now", "api")
+    assert result.code == 0, result.err
+    assert dict(moto.calls) == {"DescribeSecret": 1, "PutSecretValue": 1, "GetSecretValue": 1, "TagResource": 1,
+                                "UpdateSecretVersionStage": 1}
+    assert consistent(aws) == []
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_run(aws_ws: tuple[Workspace, Aws]) -> None:
     """10 rotations killed at random instants: each `run` after it leaves exactly one valid AWSCURRENT and

@@ -311,3 +311,20 @@ def test_no_value_in_outcomes_or_events(h: Harness) -> None:
     assert values
     for value in values:
         assert all(value not in text for text in texts)
+
+
+def test_a_settled_pass_says_when_the_secret_needs_attention_next(h: Harness) -> None:
+    """The daemon schedules from ``Outcome.next_at`` instead of reading the keyset a second time."""
+    from rotator.plan import decide
+
+    h.run("hmac")
+    h.clock.advance(timedelta(days=1))
+    settled = h.run("hmac")
+    policy = h.manifest.secret("hmac")
+    assert settled.action == "none"
+    assert settled.next_at is not None
+    assert settled.next_at == decide(policy, h.keyset("hmac"), h.clock()).next_at
+    h.clock.advance(timedelta(days=10))
+    rotated = h.run("hmac")
+    assert rotated.action == "rotated"
+    assert rotated.next_at is None  # ended on a step: the caller decides on a fresh read
