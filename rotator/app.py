@@ -17,9 +17,9 @@ from rotator.audit import AuditLog
 from rotator.clock import Clock, utcnow
 from rotator.engine import Engine
 from rotator.events import Event, EventBus, Subscriber
+from rotator.keyset import SecretValue
 from rotator.logs import get_logger, redact_text
 from rotator.manifest import Manifest, load_manifest, resolve_manifest_path
-from rotator.keyset import SecretValue
 from rotator.metrics import METRICS
 from rotator.provider import ProviderSet
 

@@ -98,7 +98,6 @@ def test_sigterm_during_verify_finishes_the_step_and_exits_0(workspace: Workspac
     """SIGTERM while a verify hook runs lets the rotation finish, then the daemon exits 0 with no pending."""
     port = _port()
     marker = workspace.root / "verifying"
-    seen = workspace.root / "first-value-verified"  # verify passes the first value, then hangs on a rotation
     workspace.write_manifest(f"""
         version: 1
         defaults: {{every: 2s, grace: 1s, notice: 1s}}
@@ -128,13 +127,15 @@ def test_shutdown_timeout_leaves_a_hung_step_to_the_next_actor(workspace: Worksp
     hang.touch()
     marker = workspace.root / "verifying"
     seen = workspace.root / "first-value-verified"  # verify passes the first value, then hangs on a rotation
+    script = (f"cat >/dev/null; if [ -e {seen} ]; then touch {marker}; "
+              f"while [ -e {hang} ]; do sleep 0.1; done; fi; touch {seen}")
     workspace.write_manifest(f"""
         version: 1
         defaults: {{every: 2s, grace: 1s, notice: 1s}}
         secrets:
           - name: s
             kind: hmac
-            verify: {{command: ["sh", "-c", "cat >/dev/null; if [ -e {seen} ]; then touch {marker}; while [ -e {hang} ]; do sleep 0.1; done; fi; touch {seen}"]}}
+            verify: {{command: ["sh", "-c", "{script}"]}}
     """)
     proc = workspace.spawn("daemon", "--metrics-port", str(port), "--reconcile-every", "1m",
                            "--shutdown-timeout", "2s")
