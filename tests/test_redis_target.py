@@ -8,15 +8,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from rotator_redis import RedisTarget, RedisTargetConfig
+from rotator_redis._acl import password_hash
 
 from rotator.errors import CredentialRefused, OperationFailed, TargetDenied
 from rotator.target import Binding, Credential, Strategy, load_target_class
 from rotator.testing.target_contract import TargetContract
 from tests.redis_server import RedisServer, free_port
-
-redis = pytest.importorskip("redis")
-from rotator_redis import RedisTarget, RedisTargetConfig  # noqa: E402
-from rotator_redis._acl import password_hash  # noqa: E402
 
 
 def _target(server: RedisServer | None, *, persist: str = "acl_save", password: str | None = None,

@@ -26,6 +26,8 @@ from typing import Any, ClassVar, TypeVar
 
 import redis
 from redis import exceptions as rex
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from rotator.spi import (
     AdminCredentials,
@@ -99,17 +101,16 @@ class RedisTarget:
         log.info("redis password enabled", extra={"target": self.name, "username": username})
 
     def disable(self, binding: Binding, credential: Credential) -> None:
-        """Remove the password (``!<hash>``); a missing user or password is already disabled."""
+        """Remove the password (``!<hash>``); a missing user or password is already disabled (never created)."""
         username = self._identity(binding, credential)
         digest = password_hash(credential.secret)
-        if digest not in self._passwords(username):
-            return
-        try:
-            self._run("ACL SETUSER", lambda c: _setuser(c, username, f"!{digest}"))
-        except OperationFailed:
-            if digest in self._passwords(username):  # not a lost race with another remover: a real failure
-                raise
-        self._persist()
+        if digest in self._passwords(username):
+            try:
+                self._run("ACL SETUSER", lambda c: _setuser(c, username, f"!{digest}"))
+            except OperationFailed:
+                if digest in self._passwords(username):  # not a lost race with another remover: a real failure
+                    raise
+        self._persist()  # also when already gone: an earlier attempt may have removed it but failed to persist
         log.info("redis password disabled", extra={"target": self.name, "username": username})
 
     def login(self, binding: Binding, credential: Credential) -> None:
@@ -204,7 +205,7 @@ class RedisTarget:
         return redis.Redis(host=cfg.host, port=cfg.port,
                            username=username or None, password=password, socket_timeout=cfg.timeout,
                            socket_connect_timeout=cfg.connect_timeout,
-                           protocol=2, **kwargs)
+                           protocol=2, retry=Retry(NoBackoff(), 0), **kwargs)  # the engine retries steps
 
     def _admin_client(self) -> redis.Redis:
         with self._lock:
