@@ -155,7 +155,8 @@ def test_clone_copies_the_primary_permissions(target: RedisTarget, redis_server:
     raw = _raw_admin(redis_server)
     primary_pw = _password(binding.username)
     raw.execute_command("ACL", "SETUSER", binding.username, "on", f"#{password_hash(primary_pw.secret)}",
-                        "~app:*", "%R~shared:*", "resetchannels", "&events", "-@all", "+get", "+set", "+ping")
+                        "~app:*", "%R~shared:*", "resetchannels", "&events", "-@all", "+get", "+set", "+ping",
+                        "(~sel:* +hget)")
     target.prepare(binding)
     clone = binding.identities()[1]
     first, second = raw.acl_getuser(binding.username), raw.acl_getuser(clone)
@@ -166,6 +167,7 @@ def test_clone_copies_the_primary_permissions(target: RedisTarget, redis_server:
     target.enable(binding, two)
     client = redis.Redis(port=redis_server.port, username=clone, password=two.secret)
     client.set("app:x", "1")
+    client.hget("sel:h", "f")  # granted by the copied selector
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.set("other", "1")
     client.close()

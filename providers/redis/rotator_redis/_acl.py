@@ -45,7 +45,7 @@ def _patterns(tokens: Iterable[str], prefix: str) -> list[str]:
 
 
 def _permission_rules(info: Mapping[str, Any]) -> list[str]:
-    rules = [t for t in _tokens(info.get("commands"))]
+    rules = _tokens(info.get("commands"))
     rules += _patterns(_tokens(info.get("keys")), "~")
     channels = _patterns(_tokens(info.get("channels")), "&")
     rules += ["resetchannels", *channels]  # the server's acl-pubsub-default must not decide for the clone
@@ -58,7 +58,8 @@ def copied_rules(info: Mapping[str, Any]) -> list[str]:
     rules = [f for f in flags if f not in _STATE_FLAGS]
     rules += _permission_rules(info)
     for selector in info.get("selectors") or ():
-        if isinstance(selector, Mapping):
-            inner = {_text(k): v for k, v in selector.items()}
-            rules.append("(" + " ".join(_permission_rules(inner)) + ")")
+        if not isinstance(selector, Mapping):  # redis-py gives a flat [name, value, name, value] list
+            selector = dict(zip(selector[::2], selector[1::2], strict=False))
+        inner = {_text(k): v for k, v in selector.items()}
+        rules.append("(" + " ".join(_permission_rules(inner)) + ")")
     return rules
