@@ -6,25 +6,26 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from rotator_redis import RedisTarget, RedisTargetConfig
 from rotator_redis._acl import password_hash
 
-from rotator.errors import CredentialRefused, OperationFailed, TargetDenied
+from rotator.errors import CredentialRefused, OperationFailed, TargetDenied, TargetUnavailable
 from rotator.target import Binding, Credential, Strategy, load_target_class
 from rotator.testing.target_contract import TargetContract
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port, write_certificates
 
 
 def _target(server: RedisServer | None, *, persist: str = "acl_save", password: str | None = None,
-            port: int | None = None, name: str = "cache") -> RedisTarget:
+            port: int | None = None, name: str = "cache", tls: dict[str, Any] | None = None) -> RedisTarget:
     user = server.admin_user if server else "rotator"
     secret = password if password is not None else (server.admin_password if server else "x" * 24)
     admin = [Credential({"username": user, "password": secret})]
     config = RedisTargetConfig(port=port or (server.port if server else free_port()), persist=persist,
-                               connect_timeout=2, timeout=5)
+                               connect_timeout=2, timeout=5, tls=tls)
     return RedisTarget(name=name, config=config, base_dir=Path("."), admin=lambda: admin)
 
 
@@ -218,3 +219,22 @@ def test_wrong_admin_message_names_target_not_password(redis_server: RedisServer
     assert "cache" in str(info.value)
     assert redis_server.admin_user in str(info.value)
     assert wrong not in str(info.value) + repr(info.value)
+
+
+def test_tls_with_a_verified_certificate(redis_tls_server: RedisServer) -> None:
+    """tls.ca_file: admin and login connections verify the server's certificate and work over TLS."""
+    t = _target(redis_tls_server, tls={"ca_file": str(redis_tls_server.ca_file)})
+    binding = _binding(Strategy.SINGLE)
+    credential = _password(binding.username)
+    t.enable(binding, credential)
+    t.login(binding, credential)
+    assert t.fields(binding)["tls"] is True
+    t.close()
+
+
+def test_tls_with_an_unknown_ca_is_unavailable(redis_tls_server: RedisServer, tmp_path: Path) -> None:
+    """A certificate from a CA the target does not trust is refused: TargetUnavailable, nothing changed."""
+    other_ca, _, _ = write_certificates(tmp_path)
+    t = _target(redis_tls_server, tls={"ca_file": str(other_ca)})
+    with pytest.raises(TargetUnavailable, match="cannot reach redis target cache"):
+        t.check()
