@@ -208,3 +208,16 @@ def test_policy_grants_every_iam_action_the_target_calls() -> None:
     used = {f"iam:{a}" for a in re.findall(r'_call\("(\w+)"', source)}
     granted = {a for s in json.loads(POLICY.read_text())["Statement"] for a in s["Action"]}
     assert used == granted
+
+
+def test_admin_falls_back_to_the_next_key(iam: Iam) -> None:
+    """A managed admin key mid-rotation: the first key AWS does not know is skipped for the next one."""
+    target = iam.target()
+    good = Credential({"username": iam.admin_name, "access_key_id": iam.admin_key[0],
+                       "secret_access_key": iam.admin_key[1]})
+    stale = good.with_fields(secret_access_key="stale" * 8)
+    target._admin = lambda: [stale, good]
+    target.check()
+    user = iam.user()
+    binding = Binding(secret="aws/x", target="aws", username=user, strategy=Strategy.DUAL)
+    target.login(binding, target.issue(binding, user, ()))

@@ -50,8 +50,10 @@ __all__ = ["IamTarget", "IamTargetConfig"]
 
 log = logging.getLogger("rotator.targets.aws_iam")
 T = TypeVar("T")
+AdminKey = tuple[str, str] | None  # (access key id, secret), or None for boto3's credential chain
 POLICY = "deploy/policies/aws-iam-target-policy.json"
 _REFUSED = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"})
+_BAD_KEY = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch"})  # the admin key itself is wrong
 
 
 class IamTargetConfig(BaseModel):
@@ -91,7 +93,7 @@ class IamTarget:
         self.config = config
         self._admin = admin
         self._lock = threading.Lock()
-        self._iam: Any = None
+        self._clients: dict[str, tuple[Any, AdminKey]] = {}  # service -> (client, admin key used)
         self._sleep: Callable[[float], None] = time.sleep
 
     def __repr__(self) -> str:
@@ -185,16 +187,12 @@ class IamTarget:
 
     def check(self) -> None:
         """The admin credential works (``sts:GetCallerIdentity``)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self._admin_client("sts").get_caller_identity()
-        except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, "sts:GetCallerIdentity", "(rotator's admin)") from exc
+        self._call("sts:GetCallerIdentity", "(rotator's admin)", lambda sts: sts.get_caller_identity(),
+                   service="sts")
 
     def close(self) -> None:
         with self._lock:
-            self._iam = None
+            self._clients.clear()
 
     # --- helpers ----------------------------------------------------------------------------------------
 
@@ -237,36 +235,47 @@ class IamTarget:
         self._call("DeleteAccessKey", username, lambda iam: iam.delete_access_key(
             UserName=username, AccessKeyId=key_id), passthrough=True)
 
-    def _admin_client(self, service: str) -> Any:
-        creds = list(self._admin())
-        keys = None
-        for cred in creds:
-            if "access_key_id" in cred:
-                keys = (str(cred["access_key_id"]), cred.secret)
-                break
-        return build_client(self.config.aws(), service, keys=keys)
+    def _admin_keys(self) -> list[AdminKey]:
+        """The admin access keys, best first; ``[None]`` (boto3's credential chain) when none is configured."""
+        keys: list[AdminKey] = [
+            (str(c["access_key_id"]), c.secret) for c in self._admin() if "access_key_id" in c]
+        return keys or [None]
 
-    def _client(self) -> Any:
+    def _client(self, service: str, keys: AdminKey = None, *, switch: bool = False) -> tuple[Any, AdminKey]:
+        """The cached admin client for ``service`` and the admin key it signs with; ``switch`` replaces it with a
+        client for ``keys``."""
         with self._lock:
-            if self._iam is None:
-                self._iam = self._admin_client("iam")
-            return self._iam
+            if switch or service not in self._clients:
+                use = keys if switch else self._admin_keys()[0]
+                self._clients[service] = (build_client(self.config.aws(), service, keys=use), use)
+            return self._clients[service]
 
-    def _call(self, action: str, username: str, call: Callable[[Any], T], *, passthrough: bool = False) -> T:
-        """Run ``call`` on the admin IAM client; NoSuchEntity/LimitExceeded raise markers when ``passthrough``."""
+    def _call(self, action: str, username: str, call: Callable[[Any], T], *, passthrough: bool = False,
+              service: str = "iam") -> T:
+        """Run ``call`` on the admin client, trying the next admin key when AWS does not know the one used
+        (a managed admin key mid-rotation); NoSuchEntity/LimitExceeded raise markers when ``passthrough``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            return call(self._client())
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if passthrough and code == "NoSuchEntity":
-                raise _NoSuchEntity from exc
-            if passthrough and code == "LimitExceeded":
-                raise _LimitExceeded from exc
-            raise self._translate(exc, action, username) from exc
-        except BotoCoreError as exc:
-            raise self._translate(exc, action, username) from exc
+        client, used = self._client(service)
+        tried: list[AdminKey] = []
+        while True:
+            try:
+                return call(client)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in _BAD_KEY:
+                    tried.append(used)
+                    untried = [k for k in self._admin_keys() if k not in tried]
+                    if untried:
+                        client, used = self._client(service, untried[0], switch=True)
+                        continue
+                if passthrough and code == "NoSuchEntity":
+                    raise _NoSuchEntity from exc
+                if passthrough and code == "LimitExceeded":
+                    raise _LimitExceeded from exc
+                raise self._translate(exc, action, username) from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, action, username) from exc
 
     def _translate(self, exc: Exception, action: str, username: str) -> Exception:
         from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
