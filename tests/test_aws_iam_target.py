@@ -221,3 +221,11 @@ def test_admin_falls_back_to_the_next_key(iam: Iam) -> None:
     user = iam.user()
     binding = Binding(secret="aws/x", target="aws", username=user, strategy=Strategy.DUAL)
     target.login(binding, target.issue(binding, user, ()))
+
+
+def test_without_admin_the_credential_chain_is_used(iam: Iam) -> None:
+    """No admin credential: boto3's chain is used (here the dummy env key, which moto's auth refuses)."""
+    target = iam.target()
+    target._admin = lambda: []
+    with pytest.raises(TargetDenied, match="GetCallerIdentity"):
+        target.check()

@@ -201,3 +201,17 @@ def test_missing_program_is_named(service: KeyService) -> None:
     target = make_target(service, issue=["./no-such-program"])
     with pytest.raises(OperationFailed, match=r"issue command \./no-such-program could not start"):
         target.issue(_binding(), "app", ())
+
+
+def test_enable_command_gets_the_credential(service: KeyService, tmp_path: Path) -> None:
+    """With `enable` configured, a rollback's enable runs it with the full credential on stdin."""
+    seen = tmp_path / "enable.json"
+    recorder = tmp_path / "enable.py"
+    recorder.write_text(f"import sys; open({str(seen)!r}, 'w').write(sys.stdin.read())\n")
+    target = make_target(service, enable=[sys.executable, str(recorder)])
+    key = Credential({"username": "app", "id": "k9", "api_key": "sk_" + "e" * 30})
+    target.enable(_binding(), key)
+    request = json.loads(seen.read_text())
+    assert request["action"] == "enable"
+    assert request["credential"] == dict(key)
+    assert request["admin"] == {"token": service.admin_token}

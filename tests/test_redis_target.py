@@ -238,3 +238,27 @@ def test_tls_with_an_unknown_ca_is_unavailable(redis_tls_server: RedisServer, tm
     t = _target(redis_tls_server, tls={"ca_file": str(other_ca)})
     with pytest.raises(TargetUnavailable, match="cannot reach redis target cache"):
         t.check()
+
+
+def test_admin_rotates_its_own_password(target: RedisTarget, redis_server: RedisServer) -> None:
+    """strategy single on rotator's own admin user: after enable, a fresh target logs in with [old, new] admin
+    credentials (the old is refused, the new is tried next) and keeps administering."""
+    from tests.redis_server import ADMIN_RULES_ACL_SAVE
+
+    admin = f"admin{uuid.uuid4().hex[:8]}"
+    old = _password(admin)
+    target._run("ACL SETUSER", lambda c: c.execute_command(
+        "ACL", "SETUSER", admin, "on", f"#{password_hash(old.secret)}", *ADMIN_RULES_ACL_SAVE.split()))
+    own = _target(redis_server)
+    own._admin = lambda: [old]
+    binding = Binding(secret="cache/admin", target="cache", username=admin, strategy=Strategy.SINGLE)
+    new = _password(admin)
+    own.enable(binding, new)
+    own.close()
+    with pytest.raises(CredentialRefused):
+        own.login(binding, old)
+    own._admin = lambda: [old, new]
+    own.check()
+    app = _binding(Strategy.SINGLE)
+    own.enable(app, _password(app.username))
+    own.close()
