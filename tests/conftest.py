@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.pg_server import pg_server  # noqa: F401  (session fixtures: one database server per session)
+from tests.mariadb_server import mariadb_server  # noqa: F401  (session fixtures: one database server per session)
+from tests.pg_server import pg_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
