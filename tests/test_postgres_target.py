@@ -158,7 +158,7 @@ def test_custom_group_name_and_prepare_is_one_query_when_done(pg_server: PgServe
     tgt = make_target(pg_server)
     group = _unique("grp")
     binding = Binding("s", "app-db", _unique(), Strategy.ALTERNATING, clone=_unique("blue"),
-                      options={"group": group})
+                      options={"group": group, "url": "postgresql://{username}@{host}"})  # url: the core's
     try:
         tgt.prepare(binding)
         before = pg_server.sql("SELECT rolname, rolconfig FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1",

@@ -52,6 +52,12 @@ _log = logging.getLogger("rotator.targets.mysql")
 _T = TypeVar("_T")
 _Conn: TypeAlias = "pymysql.connections.Connection[Any]"
 _LOST = frozenset({2006, 2013, 2055})
+_CORE_OPTIONS = frozenset({"url"})  # keys of a secret's target: block that the core itself uses
+
+
+def _own_options(binding: Binding) -> dict[str, Any]:
+    """The binding options meant for this plugin (the core's own keys, such as ``url``, left out)."""
+    return {k: v for k, v in binding.options.items() if k not in _CORE_OPTIONS}
 
 
 class MysqlConfig(BaseModel):
@@ -207,10 +213,10 @@ class MysqlTarget:
 
     def role_of(self, binding: Binding) -> str:
         """The role of an alternating binding: ``options.role`` or ``<username>_role``."""
-        return MysqlBindingOptions.model_validate(dict(binding.options)).role or f"{binding.username}_role"
+        return MysqlBindingOptions.model_validate(_own_options(binding)).role or f"{binding.username}_role"
 
     def _account_host(self, binding: Binding) -> str:
-        return MysqlBindingOptions.model_validate(dict(binding.options)).host or self.config.account_host
+        return MysqlBindingOptions.model_validate(_own_options(binding)).host or self.config.account_host
 
     def _need_dual(self, binding: Binding) -> None:
         if binding.strategy is Strategy.DUAL:

@@ -49,6 +49,12 @@ __all__ = ["PostgresBindingOptions", "PostgresConfig", "PostgresTarget"]
 _log = logging.getLogger("rotator.targets.postgres")
 _T = TypeVar("_T")
 _MAX_NAME = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names silently, so rotator refuses them
+_CORE_OPTIONS = frozenset({"url"})  # keys of a secret's target: block that the core itself uses
+
+
+def _own_options(binding: Binding) -> dict[str, Any]:
+    """The binding options meant for this plugin (the core's own keys, such as ``url``, left out)."""
+    return {k: v for k, v in binding.options.items() if k not in _CORE_OPTIONS}
 
 
 class PostgresConfig(BaseModel):
@@ -175,7 +181,7 @@ class PostgresTarget:
 
     def group_of(self, binding: Binding) -> str:
         """The group role of an alternating binding: ``options.group`` or ``<username>_group``."""
-        options = PostgresBindingOptions.model_validate(dict(binding.options))
+        options = PostgresBindingOptions.model_validate(_own_options(binding))
         group = options.group or f"{binding.username}_group"
         self._check_name(binding, group)
         return group
