@@ -311,3 +311,17 @@ def test_admin_connection_is_reopened_after_it_broke(pg_server: PgServer) -> Non
         tgt.login(binding, cred)
     finally:
         tgt.close()
+
+
+def test_verifier_check_agrees_with_libpq(pg_server: PgServer) -> None:
+    """_scram.verifier_matches accepts libpq's verifier for the right password only, and declines to decide
+    (None) for md5, NULL and non-ASCII passwords (SASLprep), so disable falls back to a login attempt."""
+    from rotator_postgres._scram import verifier_matches
+
+    with pg_server.connect() as conn:
+        verifier = conn.pgconn.encrypt_password(b"right-password", b"u", b"scram-sha-256").decode()
+    assert verifier_matches(verifier, "right-password") is True
+    assert verifier_matches(verifier, "wrong-password") is False
+    assert verifier_matches("md5" + "0" * 32, "right-password") is None
+    assert verifier_matches(None, "right-password") is None
+    assert verifier_matches(verifier, "pässword") is None
