@@ -325,3 +325,23 @@ def test_verifier_check_agrees_with_libpq(pg_server: PgServer) -> None:
     assert verifier_matches("md5" + "0" * 32, "right-password") is None
     assert verifier_matches(None, "right-password") is None
     assert verifier_matches(verifier, "pässword") is None
+
+
+def test_a_blocked_statement_times_out_as_unavailable(pg_server: PgServer) -> None:
+    """An ALTER ROLE stuck behind another transaction's lock gives up after statement_timeout with
+    TargetUnavailable (exit 4, retried by the next run) instead of hanging the rotation."""
+    binding = Binding("s", "app-db", _unique(), Strategy.SINGLE)
+    config = PostgresConfig(host=pg_server.host, port=pg_server.port, statement_timeout=1)
+    admin = Credential({"username": pg_server.superuser, "password": pg_server.password})
+    tgt = PostgresTarget(name="app-db", config=config, base_dir=Path("."), admin=lambda: [admin])
+    try:
+        tgt.prepare(binding)
+        with pg_server.connect() as blocker:
+            blocker.autocommit = False
+            blocker.execute(f'ALTER ROLE "{binding.username}" PASSWORD NULL')  # holds the row lock
+            with pytest.raises(TargetUnavailable, match="timed out"):
+                tgt.enable(binding, new_credential(tgt, binding))
+            blocker.rollback()
+        tgt.enable(binding, new_credential(tgt, binding))  # the next attempt goes through
+    finally:
+        tgt.close()

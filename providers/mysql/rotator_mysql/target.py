@@ -70,6 +70,7 @@ class MysqlConfig(BaseModel):
     database: str | None = None
     account_host: str = "%"  # the host part of the accounts rotator manages ('user'@'<account_host>')
     connect_timeout: int = Field(10, ge=1, le=600)
+    statement_timeout: int = Field(30, ge=1, le=3600)  # seconds: lock_wait_timeout and the socket read timeout
     ssl_ca: str | None = None  # a CA bundle: TLS with certificate and host-name checks (relative to the manifest)
 
 
@@ -285,7 +286,8 @@ class MysqlTarget:
         ctx = ssl.create_default_context(cafile=self._ssl_ca) if self._ssl_ca else None
         return pymysql.connect(host=self.config.host, port=self.config.port, user=user, password=password,
                                database=self.config.database, connect_timeout=self.config.connect_timeout,
-                               autocommit=True, ssl=ctx, charset="utf8mb4", program_name="rotator")
+                               read_timeout=self.config.statement_timeout + 5, autocommit=True, ssl=ctx,
+                               charset="utf8mb4", program_name="rotator")
 
     def _open_admin(self) -> _Conn:
         """Log in with the first admin credential the server accepts (tried in order, for an admin that is
@@ -303,7 +305,15 @@ class MysqlTarget:
                     raise error from None
                 refused = refused or error
                 continue
-            self._server = Server.parse(str(self._query(conn, "SELECT VERSION()", ())[0][0]))
+            try:
+                self._server = Server.parse(str(self._query(conn, "SELECT VERSION()", ())[0][0]))
+                self._query(conn, "SET SESSION lock_wait_timeout = %s", (self.config.statement_timeout,))
+            except _Lost as lost:
+                conn.close()
+                raise lost.error from None
+            except Exception:
+                conn.close()
+                raise
             return conn
         assert refused is not None
         raise refused

@@ -86,6 +86,8 @@ def statement_error(target: str, statement: str, exc: psycopg.Error) -> Exceptio
     if exc.sqlstate == "42501":
         return TargetDenied(f"target '{target}': the admin may not run {statement} ({primary})",
                             hint="grant the admin CREATEROLE (or ADMIN OPTION on the roles it manages)")
+    if exc.sqlstate in ("57014", "55P03"):  # statement_timeout / lock_timeout: busy now, retry later
+        return TargetUnavailable(f"target '{target}': {statement} timed out ({primary})")
     if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
         return TargetUnavailable(f"target '{target}': connection lost during {statement} ({primary})")
     return OperationFailed(f"target '{target}': {statement} failed [{exc.sqlstate}] ({primary})")

@@ -67,6 +67,7 @@ class PostgresConfig(BaseModel):
     database: str = "postgres"
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     connect_timeout: int = Field(10, ge=1, le=600)
+    statement_timeout: int = Field(30, ge=1, le=3600)  # seconds for an admin statement (and its lock wait)
 
 
 class PostgresBindingOptions(BaseModel):
@@ -226,11 +227,17 @@ class PostgresTarget:
                 refused = refused or error
                 continue
             self._admin_user = candidate.username
+            seconds = self.config.statement_timeout
             try:
-                conn.execute("SET log_statement = 'none'")
-            except psycopg.errors.InsufficientPrivilege:
-                _log.debug("target %s: admin may not lower log_statement; the server log sees verifiers only",
-                           self.name)
+                conn.execute(f"SET statement_timeout = '{seconds}s'; SET lock_timeout = '{seconds}s'")
+                try:
+                    conn.execute("SET log_statement = 'none'")
+                except psycopg.errors.InsufficientPrivilege:
+                    _log.debug("target %s: admin may not lower log_statement; the log sees verifiers only",
+                               self.name)
+            except psycopg.Error as exc:
+                conn.close()
+                raise _errors.statement_error(self.name, "the admin session set-up", exc) from None
             return conn
         assert refused is not None
         if len(candidates) > 1:
