@@ -76,6 +76,8 @@ class Capability(StrEnum):
     # stores
     STATE_READ = "state_read"  # read_state() may leave out values that need extra requests
     ASSIGNS_VERSION_IDS = "assigns_version_ids"  # stage stores the version under an id of its own
+    MULTI_PREVIOUS = "multi_previous"  # holds several previous versions, each with its own grace deadline
+    NO_RETRY = "no_retry"  # transient failures are not fixed by waiting (in-process stores)
     # targets
     SINGLE = "single"
     DUAL = "dual"
