@@ -42,6 +42,8 @@ log = get_logger("rotator.engine")
 _MAX_STEPS = 8
 _ROTATING = (Action.CREATE, Action.ROTATE, Action.RESUME)
 _FINAL = (Action.ROTATE, Action.RESUME)
+_SETTLED = (Action.NONE, Action.PAUSED, Action.BACKOFF, Action.FROZEN, Action.REMIND)
+_FORCEABLE = (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE, Action.FROZEN)
 
 
 class Engine:
@@ -104,6 +106,7 @@ class Engine:
         done: list[Outcome] = []
         conflicts = 0
         settled: datetime | None = None
+        overrode = ""
         for _ in range(_MAX_STEPS):
             if self.stop_requested():
                 break
@@ -112,9 +115,15 @@ class Engine:
                 keyset = self.read(policy, values=False)
                 now = self.clock()
                 decision = decide(policy, keyset, now)
-                if force and decision.action in (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE):
+                if force and policy.spec.kind == "manual":
+                    raise OperationFailed(f"{policy.name}: kind manual is reminder-only: rotate it by hand, then "
+                                          f"`rotator mark-rotated {policy.name} --reason ...`")
+                if force and decision.action in _FORCEABLE:
+                    if decision.action is Action.FROZEN:
+                        overrode = f"; overrode a freeze ({decision.detail.removeprefix('due, but ')})"
+                        self._audit("freeze.overridden", policy, cid, detail=decision.detail, reason=reason)
                     decision = Decision(Action.ROTATE, "forced (--now)", decision.due_at, now)
-                if decision.action in (Action.NONE, Action.PAUSED, Action.BACKOFF):
+                if decision.action in _SETTLED:
                     settled = decision.next_at
                     if keyset is not None:
                         self._observe(policy, keyset)  # gauges once per pass, from the settled keyset
@@ -145,6 +154,8 @@ class Engine:
                     force and decision.action is Action.CREATE):
                 break  # a rotation (or a resumed one) leaves nothing else due: skip the extra read
         summary = summarise(policy.name, done)
+        if overrode and summary.ok:
+            summary = replace(summary, message=summary.message + overrode)
         return replace(summary, next_at=settled) if settled is not None else summary
 
     def rollback(self, policy: SecretPolicy, reason: str) -> Outcome:
@@ -216,6 +227,10 @@ class Engine:
             return Outcome(policy.name, "purged", True, "retired values past the rollback window purged")
         if action is Action.NOTICE:
             return self._notice(policy, keyset, decision, now, cid)
+        if action is Action.OVERDUE:
+            from rotator.manual import overdue_notice
+
+            return overdue_notice(self, policy, keyset, decision, cid)
         return self._rotate(policy, keyset, now, cid, reason, revoke)
 
     def _create(self, policy: SecretPolicy, now: datetime, cid: str) -> Outcome:

@@ -30,6 +30,9 @@ class Action(StrEnum):
     PAUSED = "paused"
     UNMANAGED = "unmanaged"
     PURGE = "purge"
+    FROZEN = "frozen"  # due, but a freeze window holds scheduled rotations back until it ends
+    REMIND = "remind"  # kind: manual, waiting for a human (rotator.manual)
+    OVERDUE = "overdue"  # kind: manual, past due: send rotation.overdue once per cycle
     NONE = "none"
 
 
@@ -60,6 +63,15 @@ def notice_key(lead: timedelta) -> str:
 
 def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Decision:
     """The first action a run takes for ``policy`` at ``now`` (DESIGN.md section 1 resume rule first)."""
+    decision = _decide(policy, keyset, now)
+    if policy.spec.kind == "manual":  # reminder-only: never create, rotate or verify (rotator.manual)
+        from rotator.manual import remind
+
+        return remind(decision, keyset, now)
+    return decision
+
+
+def _decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Decision:
     if not policy.spec.enabled:
         return Decision(Action.PAUSED, "enabled: false", None, None)
     if keyset is None:
@@ -84,6 +96,8 @@ def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Decisi
             return Decision(Action.RETIRE, f"every consumer moved off {previous.id[:8]}", due, now)
         times.append(previous.expires_at)
     if due <= now:
+        if (frozen := policy.schedule.frozen(now)) is not None:
+            return Decision(Action.FROZEN, f"due, but {frozen}", due, min([*times[1:], frozen.until]))
         backoff_until = _backoff_until(keyset)
         if backoff_until is not None and backoff_until > now:
             return Decision(Action.BACKOFF, f"last attempt failed; retrying after {backoff_until:%H:%M:%S}Z",
