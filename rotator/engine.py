@@ -119,9 +119,11 @@ class Engine:
                     raise OperationFailed(f"{policy.name}: kind manual is reminder-only: rotate it by hand, then "
                                           f"`rotator mark-rotated {policy.name} --reason ...`")
                 if force and decision.action in _FORCEABLE:
-                    if decision.action is Action.FROZEN:
-                        overrode = f"; overrode a freeze ({decision.detail.removeprefix('due, but ')})"
-                        self._audit("freeze.overridden", policy, cid, detail=decision.detail, reason=reason)
+                    if not overrode and (frozen := policy.schedule.frozen(now)) is not None:
+                        overrode = f"; {frozen}: overridden by --now"
+                        if not dry_run:
+                            self._audit("freeze.overridden", policy, cid, until=frozen.until.isoformat(),
+                                        why=frozen.why, reason=reason)
                     decision = Decision(Action.ROTATE, "forced (--now)", decision.due_at, now)
                 if decision.action in _SETTLED:
                     settled = decision.next_at
