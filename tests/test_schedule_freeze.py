@@ -38,7 +38,8 @@ def test_a_cron_window_starts_at_each_fire_time_in_its_zone_and_lasts_its_durati
     schedule = Schedule(every=90 * D, freezes=(WEEKEND,))
     assert schedule.frozen(SAT_BERLIN - S) is None
     frozen = schedule.frozen(SAT_BERLIN)
-    assert frozen is not None and frozen.until == SAT_BERLIN + 48 * H
+    assert frozen is not None
+    assert frozen.until == SAT_BERLIN + 48 * H
     assert str(frozen) == "frozen until 2026-12-06 23:00Z (weekend)"
     assert schedule.frozen(SAT_BERLIN + 48 * H - S) == frozen._replace(until=SAT_BERLIN + 48 * H)
     assert schedule.frozen(SAT_BERLIN + 48 * H) is None
@@ -105,7 +106,8 @@ def test_defaults_freezes_are_inherited_in_their_zone_and_a_secret_list_replaces
     inherits = secrets["inherits"].schedule.freezes
     assert [f.reason for f in inherits] == ["weekend", "year end"]
     assert inherits[0].tz == "Europe/Berlin"
-    assert inherits[1].start == utc(2026, 12, 19, 23) and inherits[1].end == utc(2027, 1, 3, 23)
+    assert inherits[1].start == utc(2026, 12, 19, 23)
+    assert inherits[1].end == utc(2027, 1, 3, 23)
     own = secrets["own"].schedule.freezes
     assert [(f.reason, f.tz) for f in own] == [("business hours", "America/New_York")]
     assert secrets["none"].schedule.freezes == ()
@@ -187,7 +189,8 @@ secrets:
     keyset = keyset_promoted(utc(2026, 11, 30, 3))
     assert decide(policy, keyset, utc(2026, 12, 7, 4)).action is Action.FROZEN
     after = decide(policy, keyset, utc(2026, 12, 7, 6))
-    assert after.action is Action.NONE and after.due_at == utc(2026, 12, 14, 3)
+    assert after.action is Action.NONE
+    assert after.due_at == utc(2026, 12, 14, 3)
 
 
 # --- the engine and the CLI ----------------------------------------------------------------------------------
@@ -213,10 +216,13 @@ def test_run_waits_out_a_freeze_and_rotate_now_overrides_it_saying_so(tmp_path: 
         assert outcome.next_at == datetime(2100, 1, 1, tzinfo=UTC)
         with capture_logs() as logs:
             forced = rt.engine.reconcile_one(policy, force=True, reason="incident 42")
-        assert forced.action == "rotated" and forced.ok
+        assert forced.action == "rotated"
+        assert forced.ok
         assert forced.message.endswith("; frozen until 2100-01-01 00:00Z (change freeze): overridden by --now")
         overridden = [e for e in logs if e["event"] == "freeze.overridden"]
-        assert overridden and overridden[0]["why"] == "change freeze" and overridden[0]["reason"] == "incident 42"
+        assert overridden
+        assert overridden[0]["why"] == "change freeze"
+        assert overridden[0]["reason"] == "incident 42"
 
 
 def test_plan_shows_the_freeze_and_rotate_now_says_it_overrode_it(workspace: Workspace) -> None:
@@ -234,9 +240,11 @@ secrets:
     assert plan.code == 0, plan.err
     assert "frozen: due, but frozen until 2100-01-01 00:00Z (change freeze)" in plan.out
     item = workspace.cli("plan", "--at", "+31d", "-o", "json").json()["secrets"][0]
-    assert item["action"] == "frozen" and item["frozen_until"].startswith("2100-01-01T00:00:00")
+    assert item["action"] == "frozen"
+    assert item["frozen_until"].startswith("2100-01-01T00:00:00")
     forced = workspace.cli("rotate", "app", "--now", "--reason", "incident")
     assert forced.code == 0, forced.err
-    assert "overridden by --now" in forced.out and "change freeze" in forced.out
+    assert "overridden by --now" in forced.out
+    assert "change freeze" in forced.out
     audit = (workspace.root / "audit.jsonl").read_text()
     assert '"freeze.overridden"' in audit
