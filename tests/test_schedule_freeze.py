@@ -20,8 +20,9 @@ WEEKEND = Freeze(cron="0 0 * * SAT", duration=48 * H, tz="Europe/Berlin", reason
 SAT_BERLIN = datetime(2026, 12, 4, 23, 0, tzinfo=UTC)  # Saturday 2026-12-05 00:00 CET
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """An aware UTC datetime."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_an_absolute_range_includes_its_start_and_excludes_its_end() -> None:

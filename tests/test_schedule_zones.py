@@ -29,8 +29,9 @@ def fires(expr: str, tz: str, start: datetime, count: int) -> list[datetime]:
     return out
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """An aware UTC datetime."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_cron_runs_on_the_zone_wall_clock_in_winter_and_summer() -> None:
