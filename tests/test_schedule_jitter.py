@@ -114,7 +114,8 @@ def test_a_jitter_that_could_break_the_policy_is_refused(secret: str, error: str
 def test_an_inherited_jitter_that_does_not_fit_points_at_the_secrets_interval() -> None:
     """The defaults' jitter is fine in general but too long for one secret: the error names that secret."""
     with pytest.raises(ManifestError, match=r"secrets\[0\]\.every: jitter \(2d\)"):
-        load("version: 1\ndefaults: {jitter: 2d}\nsecrets:\n  - {name: s, kind: hmac, every: 8d, grace: 7d, notice: 1d}\n")
+        load("version: 1\ndefaults: {jitter: 2d}\n"
+             "secrets:\n  - {name: s, kind: hmac, every: 8d, grace: 7d, notice: 1d}\n")
 
 
 # --- decide and report ----------------------------------------------------------------------------------------
