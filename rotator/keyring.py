@@ -90,6 +90,8 @@ class Keyring:
 
         manifest = load_manifest(path)
         policy = manifest.secret(name)
+        if policy.spec.kind == "manual":  # its keyset holds records of rotations by hand, never a usable key
+            raise UsageError(f"{name} is a kind: manual secret: rotator holds no value for it")
         providers = manifest.build_providers()
         ring = cls(providers.get(policy.provider), policy.ref, kind=policy.spec.kind, **options)
         ring._closers.append(providers.close)
