@@ -133,7 +133,7 @@ def env(tmp_path: Path) -> Iterator[tuple[Runtime, FakeClock, str, list[Event]]]
 def test_the_engine_never_creates_rotates_or_verifies_a_manual_secret(
         env: tuple[Runtime, FakeClock, str, list[Event]]) -> None:
     """Passes leave it unrecorded; ``--now`` is refused with the way forward; no rotation event at all."""
-    rt, clock, store, events = env
+    rt, _clock, store, events = env
     policy = rt.manifest.secret("vendor/console")
     assert MemoryProvider(name=store).read(policy.ref) is None
     assert rt.engine.reconcile_one(policy).action == "remind"
@@ -156,7 +156,8 @@ def test_mark_rotated_records_reminds_once_when_overdue_and_exports_the_age(
     assert marked.action == "marked"
     assert "(fingerprint AKIA1234) recorded as rotated by hand at" in marked.message
     keyset = MemoryProvider(name=store).read(policy.ref)
-    assert keyset is not None and keyset.current is not None
+    assert keyset is not None
+    assert keyset.current is not None
     assert keyset.current.promoted_at == backfill
     assert keyset.current.value is not None
     assert keyset.current.value.reveal() == f"manual-record:{keyset.current.id}:AKIA1234"
@@ -220,7 +221,8 @@ def test_an_interrupted_mark_is_cleaned_up_by_the_next_pass_or_mark(
     keyset = provider.read(policy.ref)
     assert keyset is not None
     assert keyset.pending is None
-    assert keyset.current is not None and keyset.current.promoted_at == clock()
+    assert keyset.current is not None
+    assert keyset.current.promoted_at == clock()
 
 
 def test_a_keyring_refuses_a_manual_secret(tmp_path: Path) -> None:
@@ -261,7 +263,8 @@ def test_manual_secret_end_to_end_through_the_cli(workspace: Workspace, httpserv
     marked = workspace.cli("mark-rotated", "vendor/console", "--reason", "rotated in the console by alice",
                            "--fingerprint", "key-7f3a", "--at", backfill)
     assert marked.code == 0, marked.err
-    assert "marked - " in marked.out and "(fingerprint key-7f3a)" in marked.out
+    assert "marked - " in marked.out
+    assert "(fingerprint key-7f3a)" in marked.out
 
     assert "vendor/console: overdue - rotation by hand overdue by" in workspace.cli("run").out
     assert "vendor/console: remind" in workspace.cli("run").out
