@@ -173,6 +173,11 @@ class _ZonedCron:
         raise ValueError("cron expression has no fire time ahead")  # pragma: no cover - a crontab fires again
 
 
+_Span = tuple[datetime, datetime, datetime | None]
+_SPANS: dict[Freeze, tuple[_Span, ...]] = {}  # Freeze.until memo, bounded
+_MAX_SPANS = 1024
+
+
 class Frozen(NamedTuple):
     """A freeze in force: no scheduled rotation starts before ``until``, because of ``why``."""
 
@@ -199,6 +204,18 @@ class Freeze:
         """When the window around ``now`` ends (overlapping occurrences joined), or None if ``now`` is outside."""
         if self.start is not None and self.end is not None:
             return self.end if self.start <= now < self.end else None
+        known = _SPANS.get(self, ())  # one answer holds for a whole span: secrets sharing defaults share it
+        for start, stop, answer in known:
+            if start <= now < stop:
+                return answer
+        span = self._span(now)
+        if len(_SPANS) >= _MAX_SPANS:
+            _SPANS.clear()
+        _SPANS[self] = (span, *known[:3])  # a few spans: Schedule.frozen asks at now and at each window's end
+        return span[2]
+
+    def _span(self, now: datetime) -> _Span:
+        """``(from, to, answer)``: :meth:`until` is ``answer`` for every moment in ``[from, to)``, ``now`` included."""
         assert self.cron is not None
         assert self.duration is not None
         cron = _zoned(self.cron, self.tz)
@@ -206,14 +223,14 @@ class Freeze:
         while fire <= now and fire + self.duration <= now:  # that occurrence ended exactly at (or before) now
             fire = cron.first_at_or_after(fire + _SECOND)
         if fire > now:
-            return None
-        end = fire + self.duration
+            return now, fire, None  # thawed until the next occurrence starts
+        first, end = fire, fire + self.duration
         for _ in range(_MAX_CHAIN):
             fire = cron.first_at_or_after(fire + _SECOND)
             if fire > end:
                 break
             end = max(end, fire + self.duration)
-        return end
+        return max(first, now - self.duration), end, end
 
     def describe(self) -> str:
         if self.reason:

@@ -69,6 +69,19 @@ def test_back_to_back_windows_of_different_freezes_are_joined() -> None:
     assert frozen.why == "release; weekend"
 
 
+def test_the_span_memo_answers_exactly_as_a_fresh_search() -> None:
+    """``until`` memoises spans; sweeping minutes forwards, backwards and at random gives the fresh answer."""
+    import random
+
+    both = Freeze(cron="0 0 * * SAT,SUN", duration=36 * H, tz="Europe/Berlin")
+    start = utc(2026, 10, 20)
+    moments = [start + 7 * M * i for i in range(3000)]
+    shuffled = random.Random(7).sample(moments, len(moments))
+    for freeze in (WEEKEND, both):
+        for now in [*moments, *reversed(moments), *shuffled]:
+            assert freeze.until(now) == freeze._span(now)[2], now
+
+
 def test_a_window_without_reason_describes_itself() -> None:
     """The detail names the cron, zone and duration (or the range) when no reason is given."""
     assert Freeze(cron="0 9 * * MON-FRI", duration=8 * H, tz="UTC").describe() == "freeze '0 9 * * MON-FRI' UTC for 8h"
