@@ -4,6 +4,7 @@ notices, an overdue reminder once per cycle, metrics and report counts; end to e
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,9 @@ from rotator.metrics import METRICS
 from rotator.plan import Action, decide
 from rotator.testing import FakeClock, MemoryProvider
 from tests.conftest import Workspace, memory_runtime
+from tests.moto_server import aws_env, moto
+
+__all__ = ["aws_env", "moto"]  # pytest fixtures used below
 
 H, D = timedelta(hours=1), timedelta(days=1)
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -295,3 +299,41 @@ def test_manual_secret_end_to_end_through_the_cli(workspace: Workspace, httpserv
     assert bad.code == 2
     assert "mark-rotated is for kind: manual" in bad.err
     assert workspace.cli("mark-rotated", "vendor/console").code == 2  # --reason is required
+
+
+@pytest.mark.xdist_group("processes")
+def test_manual_records_on_aws_secrets_manager(workspace: Workspace, moto: Any) -> None:
+    """The same records work where every version needs a stored string: moto-served AWS Secrets Manager."""
+    from rotator_aws.config import AwsConfig
+    from rotator_aws.provider import AwsProvider
+
+    from rotator.provider import SecretRef
+    from tests.moto_server import DUMMY_ENV
+
+    prefix = f"manual-{uuid.uuid4().hex[:8]}/"
+    workspace.env.update(DUMMY_ENV, MOTO_ENDPOINT=moto.endpoint, PREFIX=prefix)
+    workspace.write_manifest("""
+        version: 1
+        defaults: {provider: aws, every: 30d, grace: 1d, notice: 1d}
+        providers:
+          aws: {type: aws, region: us-east-1, endpoint_url: "${MOTO_ENDPOINT}", name_prefix: "${PREFIX}"}
+        secrets:
+          - {name: vendor/console, kind: manual}
+    """)
+    assert "remind" in workspace.cli("run").out
+    for reason in ("first by hand", "second by hand"):
+        marked = workspace.cli("mark-rotated", "vendor/console", "--reason", reason, "--fingerprint", "kid-1")
+        assert marked.code == 0, marked.err
+    assert "vendor/console: none" in workspace.cli("run").out
+    provider = AwsProvider(name="check", config=AwsConfig(endpoint_url=moto.endpoint, region="us-east-1",
+                                                          name_prefix=prefix))
+    try:
+        keyset = provider.read(SecretRef("vendor/console", "vendor/console"))
+        assert keyset is not None
+        assert sorted(str(v.state) for v in keyset.versions) == ["current", "retired"]
+        assert keyset.current is not None
+        assert keyset.current.value is not None
+        assert keyset.current.value.reveal().startswith("manual-record:")
+        workspace.extra_values += [v.value.reveal() for v in keyset.versions if v.value is not None]
+    finally:
+        provider.close()
