@@ -23,6 +23,7 @@ from rotator.errors import (
     OperationFailed,
     ProviderError,
     RotatorError,
+    UsageError,
     VerifyFailed,
 )
 from rotator.events import Event, EventBus, EventType, new_correlation_id
@@ -162,6 +163,9 @@ class Engine:
 
     def rollback(self, policy: SecretPolicy, reason: str) -> Outcome:
         """Make the previous value current again (DESIGN.md: rollback)."""
+        if policy.spec.kind == "manual":  # a rollback would date the restored record from now (rotator.manual)
+            raise UsageError(f"{policy.name} is a kind: manual secret: correct its record with "
+                             f"`rotator mark-rotated {policy.name} --at WHEN --reason ...` instead of a rollback")
         cid = new_correlation_id()
         keyset = self._require(policy)
         now = self.clock()

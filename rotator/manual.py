@@ -5,9 +5,10 @@ the secret's provider like any keyset (so daemons, CronJobs and laptops agree on
 value is the non-secret marker ``manual-record:<version id>:<fingerprint or ->``. ``rotator mark-rotated``
 adds one as ``current`` (first a ``create``, later ``stage`` + ``promote`` with grace 0, so the previous
 record is retired at once and purged after ``rollback_window``); its ``promoted_at`` is the rotation time, so
-ages, due times, notices, metrics and the report work as for generated secrets. The optional fingerprint is
-an identifier *you* supply (an access-key id, a certificate serial, the first characters of a hash), never
-the value; rotator does not compute it.
+ages, due times, notices, metrics and the report work as for generated secrets. A mistaken record is corrected
+by recording the right time (``--at``, which may be before the last record); rollback is refused. The
+optional fingerprint is an identifier *you* supply (an access-key id, a certificate serial, the first
+characters of a hash), never the value; rotator does not compute it.
 
 Decisions (:func:`remind`, applied by :func:`rotator.plan.decide`): where a generated secret would be created,
 rotated or resumed, a manual one gets ``remind`` (nothing to do but wait for a human) or, once per cycle,
@@ -27,7 +28,7 @@ from rotator.events import Event, EventType, new_correlation_id
 from rotator.generators import MANUAL
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State, with_meta
 from rotator.outcome import Outcome
-from rotator.plan import Action, Decision, last_rotation, notices_sent
+from rotator.plan import Action, Decision, notices_sent
 from rotator.schedule import format_duration
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def mark_rotated(engine: Engine, policy: SecretPolicy, *, reason: str, fingerpri
                                 {"next_due": next_due})
                 old = None
             else:
-                old = _check_order(policy, keyset, when)
+                old = _replaced(policy, keyset)
                 if keyset.pending is not None:
                     keyset = provider.discard(policy.ref, keyset, keyset.pending.id)
                 staged = provider.stage(policy.ref, with_meta(keyset, next_due=next_due), version)
@@ -126,15 +127,15 @@ def _record(engine: Engine, when: datetime, fingerprint: str | None) -> KeyVersi
                       actor=engine.actor)
 
 
-def _check_order(policy: SecretPolicy, keyset: Keyset, when: datetime) -> str | None:
-    """The id of the record ``when`` replaces; refuses a foreign value and a time before the last record."""
+def _replaced(policy: SecretPolicy, keyset: Keyset) -> str | None:
+    """The id of the record a new one replaces; refuses a value rotator did not write.
+
+    A time before the last record is allowed: that is how a mistaken record is corrected (a rollback would
+    date the restored record from the rollback, so the engine refuses one for manual secrets).
+    """
     if not keyset.managed:
         raise OperationFailed(f"{policy.name}: a value rotator did not write is stored at "
                               f"{policy.provider}:{policy.ref.path}", hint="give the manual secret its own 'path'")
-    last = last_rotation(keyset)
-    if last is not None and when < last:
-        raise UsageError(f"--at {when:%Y-%m-%d %H:%M}Z is before the last recorded rotation "
-                         f"({last:%Y-%m-%d %H:%M}Z)")
     return keyset.current.id if keyset.current is not None else None
 
 

@@ -189,7 +189,7 @@ def test_mark_rotated_records_reminds_once_when_overdue_and_exports_the_age(
 
 
 def test_mark_rotated_refuses_what_it_cannot_record(env: tuple[Runtime, FakeClock, str, list[Event]]) -> None:
-    """A generated secret, a future time, a time before the last record, a fingerprint that could be a value."""
+    """A generated secret, a future time, a fingerprint that could be a value."""
     rt, clock, _, _ = env
     manual = rt.manifest.secret("vendor/console")
     with pytest.raises(UsageError, match="app/hmac is a hmac secret that rotator rotates itself"):
@@ -198,9 +198,26 @@ def test_mark_rotated_refuses_what_it_cannot_record(env: tuple[Runtime, FakeCloc
         mark_rotated(rt.engine, manual, reason="x", at=clock() + D)
     with pytest.raises(UsageError, match="--fingerprint wants an identifier"):
         mark_rotated(rt.engine, manual, reason="x", fingerprint="correct horse battery staple")
-    mark_rotated(rt.engine, manual, reason="x")
-    with pytest.raises(UsageError, match="before the last recorded rotation"):
-        mark_rotated(rt.engine, manual, reason="x", at=clock() - D)
+
+
+def test_a_mistaken_record_is_corrected_by_recording_the_right_time_not_by_rollback(
+        env: tuple[Runtime, FakeClock, str, list[Event]]) -> None:
+    """``--at`` before the last record dates the secret from then; ``rollback`` is refused with that advice."""
+    rt, clock, store, _ = env
+    manual = rt.manifest.secret("vendor/console")
+    real = clock() - 20 * D
+    mark_rotated(rt.engine, manual, reason="onboarding", at=real)
+    clock.advance(60)
+    mark_rotated(rt.engine, manual, reason="clicked the wrong secret")
+    with pytest.raises(UsageError, match="correct its record with `rotator mark-rotated vendor/console --at WHEN"):
+        rt.engine.rollback(manual, "mistake")
+    mark_rotated(rt.engine, manual, reason="correction: the last rotation was the onboarding one", at=real)
+    keyset = MemoryProvider(name=store).read(manual.ref)
+    assert keyset is not None
+    assert keyset.current is not None
+    assert keyset.current.promoted_at == real
+    assert rt.engine.reconcile_one(manual).ok  # purges the replaced records (retired at the backdated time)
+    assert decide(manual, MemoryProvider(name=store).read(manual.ref), clock()).due_at == real + 30 * D
 
 
 def test_an_interrupted_mark_is_cleaned_up_by_the_next_pass_or_mark(
