@@ -54,7 +54,7 @@ def remind(decision: Decision, keyset: Keyset | None, now: datetime) -> Decision
     if action in (Action.ROTATE, Action.BACKOFF, Action.RESUME):
         due = decision.due_at or now
         late = f"rotation by hand overdue by {format_duration(now - due)} (due {due:%Y-%m-%d %H:%M}Z)"
-        if keyset is not None and OVERDUE_KEY not in notices_sent(keyset):
+        if keyset is not None and keyset.current is not None and OVERDUE_KEY not in notices_sent(keyset):
             return Decision(Action.OVERDUE, late, due, now)
         return Decision(Action.REMIND, f"{late}; reminded", due, None)
     return decision

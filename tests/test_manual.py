@@ -98,6 +98,13 @@ def test_past_due_it_is_overdue_once_per_cycle_then_a_reminder() -> None:
     assert reminded.detail.endswith("; reminded")
 
 
+def test_a_keyset_without_a_current_record_is_a_reminder() -> None:
+    """Only retired records left (purged by hand, say): remind, never an overdue notice without a cycle."""
+    gone = Keyset("vendor/console", "1", (KeyVersion("rec00001", State.RETIRED, NOW - 40 * D,
+                                                    retired_at=NOW - H),))
+    assert decide(POLICY, gone, NOW).action is Action.REMIND
+
+
 def test_an_interrupted_mark_rotated_is_discarded_not_resumed() -> None:
     """A lone pending record is discarded at once: resuming would mean verifying a value rotator lacks."""
     decision = decide(POLICY, record(10 * D, pending=True), NOW)
