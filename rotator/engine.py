@@ -18,7 +18,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rotator.clock import Clock, utcnow
-from rotator.errors import ConflictError, IllegalTransition, OperationFailed, ProviderError, RotatorError, VerifyFailed
+from rotator.errors import (
+    ConflictError,
+    IllegalTransition,
+    OperationFailed,
+    ProviderError,
+    RotatorError,
+    UsageError,
+    VerifyFailed,
+)
 from rotator.events import Event, EventBus, EventType, new_correlation_id
 from rotator.generators import generate, matches_kind
 from rotator.hooks import run_hook
@@ -51,7 +59,7 @@ log = get_logger("rotator.engine")
 _MAX_STEPS = 8
 _ROTATING = (Action.CREATE, Action.ROTATE, Action.RESUME)
 _FINAL = (Action.ROTATE, Action.RESUME, Action.REVOKE)
-_SETTLED = (Action.NONE, Action.PAUSED, Action.BACKOFF, Action.WAIT)
+_SETTLED = (Action.NONE, Action.PAUSED, Action.BACKOFF, Action.WAIT, Action.FROZEN, Action.REMIND)
 
 
 class Engine:
@@ -128,6 +136,7 @@ class Engine:
         done: list[Outcome] = []
         conflicts = 0
         settled: datetime | None = None
+        overrode = ""
         for _ in range(_MAX_STEPS):
             if self.stop_requested():
                 break
@@ -135,8 +144,16 @@ class Engine:
             try:
                 keyset = self.read(policy, values=False)
                 now = self.clock()
+                if force and policy.spec.kind == "manual":
+                    raise OperationFailed(f"{policy.name}: kind manual is reminder-only: rotate it by hand, then "
+                                          f"`rotator mark-rotated {policy.name} --reason ...`")
                 decision = decide(policy, keyset, now, force=force, revoke=revoke_previous,
                                   since=since, keep_previous=self.keep_previous(policy))
+                if force and not overrode and (frozen := policy.schedule.frozen(now)) is not None:
+                    overrode = f"; {frozen}: overridden by --now"
+                    if not dry_run:
+                        self._audit("freeze.overridden", policy, cid, until=frozen.until.isoformat(),
+                                    why=frozen.why, reason=reason)
                 if decision.action in _SETTLED:
                     settled = decision.next_at
                     if keyset is not None:
@@ -175,11 +192,16 @@ class Engine:
                     force and decision.action is Action.CREATE):
                 break  # a rotation (or a resumed one) leaves nothing else due: skip the extra read
         summary = summarise(policy.name, done)
+        if overrode and summary.ok:
+            summary = replace(summary, message=summary.message + overrode)
         return replace(summary, next_at=settled) if settled is not None else summary
 
     def rollback(self, policy: SecretPolicy, reason: str) -> Outcome:
         """Make the previous value current again; never a revoked one. On a target, the restored value logs in
         again before the store flips back, and the value rolled back from stops logging in after."""
+        if policy.spec.kind == "manual":  # a rollback would date the restored record from now (rotator.manual)
+            raise UsageError(f"{policy.name} is a kind: manual secret: correct its record with "
+                             f"`rotator mark-rotated {policy.name} --at WHEN --reason ...` instead of a rollback")
         cid = new_correlation_id()
         keyset = self._require(policy)
         now = self.clock()
@@ -253,6 +275,10 @@ class Engine:
             return Outcome(policy.name, "purged", True, "retired values past the rollback window purged")
         if action is Action.NOTICE:
             return self._notice(policy, keyset, decision, now, cid)
+        if action is Action.OVERDUE:
+            from rotator.manual import overdue_notice
+
+            return overdue_notice(self, policy, keyset, decision, cid)
         return self._rotate(policy, keyset, now, cid, reason, revoke)
 
     def _create(self, policy: SecretPolicy, now: datetime, cid: str) -> Outcome:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
 
+from rotator import _schedule_checks as _checks
 from rotator._manifest_errors import dotted, from_validation, where
 from rotator._manifest_targets import SecretTarget, bind, target_specs
 from rotator._yaml import Positions, load_yaml, without_env_values
@@ -33,7 +34,7 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?[wdhms])+$", "description": DURATION_HELP}),
 ]
-Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet"]
+Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet", "manual"]
 CharClass = Literal["lower", "upper", "digit", "symbol"]
 RetireMode = Literal["at_grace_end", "when_acknowledged"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
@@ -57,6 +58,18 @@ class PostCheckSpec(_Strict):
     within: Duration = timedelta(minutes=5)
 
 
+class FreezeSpec(_Strict):
+    """No scheduled rotation starts inside this window: each ``cron`` fire time for ``duration``, or from
+    ``start`` (inclusive) to ``end`` (exclusive); times without an offset are wall-clock times in ``tz``."""
+
+    cron: str | None = None
+    duration: Duration | None = None
+    start: str | None = None
+    end: str | None = None
+    tz: str | None = None  # default: the tz of the level (defaults or secret) the window is written at
+    reason: str | None = Field(default=None, max_length=200)
+
+
 class _Policy(_Strict):
     provider: str | None = None
     every: Duration | None = None
@@ -69,6 +82,9 @@ class _Policy(_Strict):
     rollback_window: Duration | None = None
     retire: RetireMode | None = None  # default at_grace_end; when_acknowledged needs `consumers`
     keep_previous: int | None = Field(default=None, ge=1, le=10)  # previous values in grace at once (default 3)
+    tz: str | None = None  # IANA zone the cron (and freeze windows) run in; default UTC
+    jitter: Duration | None = None  # spread due times by a fixed per-secret offset in [0, jitter)
+    freeze: list[FreezeSpec] | None = None  # a secret's list replaces the defaults' list
 
 
 class Defaults(_Policy):
@@ -279,6 +295,8 @@ class _Checker:
     def secrets(self) -> dict[str, SecretPolicy]:
         model, defaults = self.model, self.model.defaults
         self._schedule(("defaults",), defaults)
+        default_tz = defaults.tz or "UTC"
+        default_freezes = _checks.freezes(self.fail, ("defaults",), defaults.freeze or [], default_tz)
         self._notifiers(("defaults", "notify"), defaults.notify or [])
         # a `cron` in defaults replaces the built-in `every: 90d` (writing both is an error, see _schedule)
         default_every = None if defaults.cron is not None else defaults.every
@@ -292,11 +310,15 @@ class _Checker:
                 known = ", ".join(model.providers) or "none"
                 raise self.fail((*at, "provider"), f"unknown provider '{provider}' (defined: {known})")
             self._schedule(at, spec)
+            _checks.manual(self.fail, at, spec)
             use_spec = spec.every is not None or spec.cron is not None
+            tz = spec.tz or default_tz
             schedule = Schedule(
                 every=spec.every if use_spec else default_every,
                 cron=spec.cron if use_spec else defaults.cron,
                 window=spec.window if use_spec else defaults.window,
+                tz=tz, jitter=spec.jitter if spec.jitter is not None else defaults.jitter, seed=spec.name,
+                freezes=default_freezes if spec.freeze is None else _checks.freezes(self.fail, at, spec.freeze, tz),
             )
             notify = spec.notify if spec.notify is not None else (defaults.notify or [])
             self._notifiers((*at, "notify"), notify)
@@ -322,6 +344,7 @@ class _Checker:
             if spec.target is not None:
                 binding = bind(spec.name, spec.target, self.target_specs, grace.total_seconds(), at, self.fail)
             keep = spec.keep_previous or defaults.keep_previous or 3
+            _checks.jitter(self.fail, at, spec.jitter is not None, schedule, grace)
             out[spec.name] = SecretPolicy(
                 spec=spec, provider=provider,
                 ref=SecretRef(spec.name, spec.path or spec.name, dict(spec.labels), spec.description),
@@ -354,6 +377,8 @@ class _Checker:
             raise self.fail((*at, "window"), "only makes sense with 'cron'")
         if policy.every is not None and policy.every <= timedelta(0):
             raise self.fail((*at, "every"), "must be longer than 0s")
+        if policy.tz is not None:
+            _checks.zone_name(self.fail, (*at, "tz"), policy.tz)
 
     def _notifiers(self, at: tuple[str | int, ...], names: Iterable[str]) -> None:
         for j, name in enumerate(names):
@@ -364,7 +389,8 @@ class _Checker:
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig, SecretTarget):
+    for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig, SecretTarget,
+                  FreezeSpec):
         keys.update(model.model_fields)
     return keys
 

@@ -36,6 +36,9 @@ class Action(StrEnum):
     ALREADY = "already_rotated"  # a forced rotation found the secret rotated since the command started
     BLOCKED = "blocked"  # a forced rotation would cut another value's grace period short
     WAIT = "wait"  # due, but rotating now would cut another value's grace period short
+    FROZEN = "frozen"  # due, but a freeze window holds scheduled rotations back until it ends
+    REMIND = "remind"  # kind: manual, waiting for a human (rotator.manual)
+    OVERDUE = "overdue"  # kind: manual, past due: send rotation.overdue once per cycle
     NONE = "none"
 
 
@@ -88,6 +91,16 @@ def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime, *, force:
     ``force`` is ``rotate --now`` started at ``since``; ``revoke`` is ``--revoke-previous``; ``keep_previous``
     is how many previous versions the store and target can hold at once (a rotation that would retire one
     still in grace waits, or with ``force`` is refused, unless it is a revoke)."""
+    decision = _decide(policy, keyset, now, force, revoke, since, keep_previous)
+    if policy.spec.kind == "manual":  # reminder-only: never create, rotate or verify (rotator.manual)
+        from rotator.manual import remind
+
+        return remind(decision, keyset, now)
+    return decision
+
+
+def _decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime, force: bool, revoke: bool,
+            since: datetime | None, keep_previous: int) -> Decision:
     if not policy.spec.enabled:
         return Decision(Action.PAUSED, "enabled: false", None, None)
     if keyset is None:
@@ -114,6 +127,8 @@ def decide(policy: SecretPolicy, keyset: Keyset | None, now: datetime, *, force:
         if previous.expires_at is not None:
             times.append(previous.expires_at)
     if due <= now:
+        if (frozen := policy.schedule.frozen(now)) is not None:
+            return Decision(Action.FROZEN, f"due, but {frozen}", due, min([*times[1:], frozen.until]))
         backoff_until = _backoff_until(keyset)
         if backoff_until is not None and backoff_until > now:
             return Decision(Action.BACKOFF, f"last attempt failed; retrying after {backoff_until:%H:%M:%S}Z",
