@@ -20,6 +20,7 @@ from rotator.generators import GeneratorParams, check_params
 from rotator.notify.config import NotifierConfig
 from rotator.provider import Provider, ProviderSet, SecretRef, installed_providers, load_provider_class
 from rotator.schedule import DURATION_HELP, Schedule, check_cron, format_duration, parse_duration
+from rotator.sinks.base import SinkSpec
 
 __all__ = ["Manifest", "ManifestModel", "SecretPolicy", "SecretSpec", "load_manifest", "manifest_json_schema"]
 
@@ -101,6 +102,7 @@ class SecretSpec(_Policy):
     post_check: PostCheckSpec | None = None
     auto_rollback: bool = False
     adopt: bool = False
+    sinks: list[SinkSpec] = []  # where the value is delivered after every change (rotator.sinks)
 
     def generator_params(self) -> GeneratorParams:
         extra: dict[str, Any] = {}
