@@ -84,6 +84,7 @@ class Content:
     values: Mapping[str, SecretValue]
     versions: Mapping[str, str]
     secrets: tuple[str, ...] = ()
+    managed: frozenset[str] = frozenset()  # keys rotator owns at the target: absent from values = remove
 
     @property
     def fingerprint(self) -> str:

@@ -141,6 +141,7 @@ def _content(target: _Target, keysets: dict[str, Keyset], now: datetime) -> Cont
     values: dict[str, SecretValue] = {}
     versions: dict[str, str] = {}
     owner: dict[str, str] = {}
+    managed: set[str] = set()
     for policy, config in target.members:
         if config.target_config() != first.target_config():
             raise SinkError(f"{target.sink.target}: sinks of {first_policy.name} and {policy.name} share this "
@@ -153,7 +154,8 @@ def _content(target: _Target, keysets: dict[str, Keyset], now: datetime) -> Cont
             owner[key] = policy.name
         values |= mine
         versions |= ids
-    return Content(values, versions, tuple(p.name for p, _ in _unique(target.members)))
+        managed |= {config.key, config.previous_name}
+    return Content(values, versions, tuple(p.name for p, _ in _unique(target.members)), frozenset(managed))
 
 
 def _with_retries(sink: Sink, content: Content, config: SinkConfig) -> Delivery:
