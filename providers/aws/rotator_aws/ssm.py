@@ -24,8 +24,8 @@ Values a loser put stay in the history unlabelled. Threads of one process never 
 parameter take a lock. For strict CAS across processes run one writer per secret (the daemon).
 
 Calls per rotation in a fresh process: read_state 1 (document); stage 4 (get, put value, put document,
-label pending); verify 1 (``name:N``); promote 5 (get, put document, label current, label previous,
-unlabel pending) = 11. ``read`` with values adds one GetParameters per 10 versions.
+label pending); verify 2 (document, ``name:N``); promote 5 (get, put document, label current, label
+previous, unlabel pending) = 12. ``read`` with values adds one GetParameters per 10 versions.
 
 SSM keeps 100 versions of a parameter; a put that would drop a *labelled* oldest version fails with
 ParameterMaxVersionLimitExceeded. rotator's labels sit only on current/previous/pending, so this can only
@@ -91,6 +91,16 @@ class SsmProvider(DocumentProvider):
         numbers = {str(e["id"]): int(e["ssm"]) for e in doc["versions"] if e.get("ssm")}
         values = self._values(name, numbers.values())
         versions = tuple(version_from_json(e, values.get(numbers.get(str(e["id"]), -1))) for e in doc["versions"])
+        return Keyset(name=ref.name, revision=str(revision), versions=versions, meta=dict(doc.get("meta") or {}))
+
+    def read_state(self, ref: SecretRef) -> Keyset | None:
+        """The keyset for deciding and stepping: the state document only (one call), values ``None``."""
+        name = self._param(ref)
+        found = self._document(name)
+        if found is None:
+            return None
+        doc, revision = found
+        versions = tuple(version_from_json(e, None) for e in doc["versions"])
         return Keyset(name=ref.name, revision=str(revision), versions=versions, meta=dict(doc.get("meta") or {}))
 
     def read_value(self, ref: SecretRef, version_id: str) -> SecretValue | None:
