@@ -32,7 +32,8 @@ def test_every_action_the_code_calls_is_granted() -> None:
     """Each Secrets Manager action named in the provider and Lambda code appears in the rotator policy."""
     used = set()
     for source in CODE.glob("*.py"):
-        used |= set(re.findall(r'_call\("(\w+)"', source.read_text()))
+        if not source.name.startswith("ssm"):  # the SSM provider has its own policy (tests/test_ssm_policy.py)
+            used |= set(re.findall(r'_call\("(\w+)"', source.read_text()))
     grants = allowed("aws-iam-policy.json")
     assert used
     assert {f"secretsmanager:{a}" for a in used} <= set(grants)
