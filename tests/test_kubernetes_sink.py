@@ -237,3 +237,21 @@ def test_config_rejects_other_workload_kinds() -> None:
     with pytest.raises(ValueError, match="must be deployment/NAME"):
         KubernetesSinkConfig.model_validate({"type": "kubernetes", "namespace": "payments", "secret": "s",
                                              "key": "K", "restart": ["pod/x"]})
+
+
+def test_role_validates_strictly_and_grants_nothing_more() -> None:
+    """deploy/k8s-sinks/role.yaml validates with kubernetes-validate --strict; it names its objects, has no
+    wildcard, no list/watch/create/delete, and binds the rotator service account."""
+    from tests.test_deploy import OLDEST_K8S
+
+    utils = pytest.importorskip("kubernetes_validate.utils", reason="kubernetes-validate is not installed")
+    docs = list(yaml.safe_load_all(ROLE.read_text()))
+    for doc in docs:
+        for version in (OLDEST_K8S, utils.latest_version()):
+            utils.validate(doc, version, strict=True)
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
+    assert verbs == {("secrets", "get"), ("secrets", "update"), ("deployments", "get"), ("deployments", "patch")}
+    assert all(r["resourceNames"] and "*" not in json.dumps(r) for r in role["rules"])
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rotator", "namespace": "rotator"}]

@@ -210,3 +210,53 @@ def test_kubernetes_sink_end_to_end(workspace: Workspace) -> None:
         data = emu.secret_data("payments", "partner-api")
         assert set(data) == {"API_KEY", "API_KEY_PREVIOUS"}
     assert emu.internal_errors == []
+
+
+@pytest.mark.xdist_group("processes")
+def test_daemon_delivers_after_rotations_and_heals_a_tampered_file(workspace: Workspace) -> None:
+    """The daemon delivers each rotation and SIGHUPs a real consumer; a file edited behind its back is
+    put right by the next periodic pass."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_daemon import _get, _metrics, _port, _wait
+    from tests.test_sinks_file import CONSUMER
+
+    out = workspace.root / "out"
+    out.mkdir()
+    (out / "app.env").write_text("")
+    consumer = subprocess.Popen([sys.executable, "-c", CONSUMER, str(out / "app.env"), str(out / "app.pid"),
+                                 str(workspace.root / "reloads.txt")])
+    port = _port()
+    workspace.write_manifest("""\
+        version: 1
+        defaults: {every: 3s, grace: 1s, notice: 1s}
+        secrets:
+          - name: fast
+            kind: hmac
+            sinks:
+              - {type: file, path: out/app.env, format: env, key: HMAC_KEY,
+                 reload: {signal: HUP, pidfile: out/app.pid}}
+        """)
+    _wait(lambda: (out / "app.pid").exists())
+    proc = workspace.spawn("daemon", "--metrics-port", str(port), "--reconcile-every", "1s")
+    try:
+        _wait(lambda: _get(port, "/readyz")[0] == 200)
+        key = ("rotator_rotations_total", (("result", "success"), ("secret", "fast")))
+        _wait(lambda: _metrics(port).get(key, 0) >= 1, timeout=30)
+        _wait(lambda: "HMAC_KEY_PREVIOUS=" in (out / "app.env").read_text(), timeout=30)
+        reloads = workspace.root / "reloads.txt"
+        _wait(lambda: reloads.exists() and len(reloads.read_text().split()) >= 2, timeout=30)
+        (out / "app.env").write_text("HMAC_KEY=tampered\n")
+        _wait(lambda: "tampered" not in (out / "app.env").read_text(), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        workspace.collect(proc)
+        consumer.kill()
+        consumer.wait()
+    assert proc.returncode == 0
+    stored = workspace.store_values()
+    held = (out / "app.env").read_text()
+    assert any(value in held for value in stored)
+    (out / "app.env").unlink()  # the delivered file holds values by design; the canary scan covers the rest
