@@ -155,6 +155,8 @@ def test_missing_secret_without_create_permission_names_the_fix(make_sink) -> No
     assert caught.value.exit_code == ExitCode.BACKEND
     assert not caught.value.transient
     assert "kubernetes:payments/partner-api: create the Secret: HTTP 403" in caught.value.message
+    assert caught.value.hint is not None
+    assert "kubectl -n payments create secret generic partner-api" in caught.value.hint
 
 
 def test_paused_deployment_is_skipped_with_a_note(emulator: KubernetesEmulator, make_sink) -> None:

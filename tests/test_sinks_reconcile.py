@@ -143,6 +143,24 @@ def test_secrets_sharing_a_target_must_agree(tmp_path: Path) -> None:
     assert "sinks of partner-api and db share this target" in failed[0].message
 
 
+def test_an_unreadable_secret_blocks_only_the_targets_it_shares(tmp_path: Path) -> None:
+    """When one secret's backend cannot be read, a file it shares is left alone (writing the other secret
+    alone would drop its key); the other secret's own targets are still delivered."""
+    (tmp_path / "broken.db").mkdir()  # a directory where the local store expects a file: every read fails
+    manifest = MANIFEST.split("      - type: file\n        path: missing-dir")[0].replace(
+        "  - name: db\n    kind: password\n", "  - name: db\n    kind: password\n    provider: broken\n").replace(
+        "providers: {{{store}: {{type: memory}}}}",
+        "providers: {{{store}: {{type: memory}}, broken: {{type: local, path: broken.db}}}}")
+    with memory_runtime(tmp_path, manifest) as (rt, _, _):
+        outcomes = deliver(rt, list(rt.manifest.secrets.values()))
+    by_target = {(o.secret, o.action): o.message for o in outcomes}
+    assert by_target[("partner-api", "delivery_failed")].startswith(
+        f"file:{tmp_path}/app.env: not delivered, the keyset of db could not be read")
+    assert ("partner-api", "delivered") in by_target  # app.json, which db does not share
+    assert not (tmp_path / "app.env").exists()
+    assert exit_code_for(outcomes) == ExitCode.BACKEND
+
+
 # --- through the CLI ------------------------------------------------------------------------------------
 
 LOCAL = """\

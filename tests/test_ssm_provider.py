@@ -145,3 +145,33 @@ def test_labelled_oldest_of_100_versions_blocks_puts_with_a_clear_error(provider
         provider.stage(ref, created, make_version())
     assert not caught.value.transient
     assert caught.value.hint is not None
+
+
+def test_cli_rotation_on_ssm_delivers_what_consumers_read(moto: GatedMotoServer, workspace: Any, ssm: Any) -> None:
+    """`rotator run` + `rotate --now` on SSM through the CLI: the delivered env file holds exactly the values
+    of the `current` and `previous` labels; a second run changes nothing."""
+    from tests.moto_server import DUMMY_ENV
+
+    path = f"apps/{uuid.uuid4().hex}/hmac"
+    workspace.write_manifest(f"""\
+        version: 1
+        providers: {{params: {{type: ssm, endpoint_url: "{moto.endpoint}", region: us-east-1, max_attempts: 2}}}}
+        secrets:
+          - name: app-hmac
+            kind: hmac
+            provider: params
+            path: {path}
+            sinks:
+              - {{type: file, path: app.env, format: env, key: HMAC_KEY}}
+        """)
+    assert workspace.cli("run", env=DUMMY_ENV).code == 0
+    rotated = workspace.cli("rotate", "app-hmac", "--now", env=DUMMY_ENV)
+    assert rotated.code == 0, rotated.err
+    labels = {label: ssm.get_parameter(Name=f"/{path}:{label}", WithDecryption=True)["Parameter"]["Value"]
+              for label in ("current", "previous")}
+    workspace.extra_values += list(labels.values())
+    held = dict(line.split("=", 1) for line in (workspace.root / "app.env").read_text().splitlines())
+    assert held == {"HMAC_KEY": labels["current"], "HMAC_KEY_PREVIOUS": labels["previous"]}
+    again = workspace.cli("run", env=DUMMY_ENV)
+    assert again.code == 0
+    assert "delivered" not in again.out

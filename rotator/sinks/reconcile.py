@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from rotator.errors import RotatorError
+from rotator.errors import ExitCode, RotatorError
 from rotator.events import Event, EventType, new_correlation_id
 from rotator.keyset import Keyset, SecretValue
 from rotator.logs import get_logger, redact_text
@@ -76,19 +76,27 @@ def deliver(runtime: Runtime, policies: Iterable[SecretPolicy],
         return []
     outcomes: list[Outcome] = []
     keysets: dict[str, Keyset] = {}
+    unreadable: set[str] = set()
     for policy in chosen:
         try:
             keyset = runtime.engine.read(policy)
         except RotatorError as exc:
+            unreadable.add(policy.name)
             outcomes.append(_failed(runtime, policy, "(all sinks)", SinkError(
                 f"{policy.name}: cannot read the keyset to deliver it: {exc.message}", exit_code=exc.exit_code)))
             continue
         if keyset is not None and keyset.managed and keyset.current is not None:
             keysets[policy.name] = keyset
-    targets = _targets(runtime, [p for p in chosen if p.name in keysets], outcomes)
+    targets = _targets(runtime, [p for p in chosen if p.name in keysets or p.name in unreadable], outcomes)
     now = runtime.engine.clock()
     for target in targets.values():
-        outcomes.extend(_deliver_one(runtime, target, keysets, now, note or runtime.warn))
+        blocked = sorted({p.name for p, _ in target.members} & unreadable)
+        if blocked:  # writing the others alone would drop the unreadable secret's keys from a shared file
+            outcomes.extend(_failed(runtime, policy, target.sink.target, SinkError(
+                f"{target.sink.target}: not delivered, the keyset of {', '.join(blocked)} could not be read",
+                exit_code=ExitCode.BACKEND)) for policy, _ in _unique(target.members) if policy.name not in blocked)
+        else:
+            outcomes.extend(_deliver_one(runtime, target, keysets, now, note or runtime.warn))
         target.sink.close()
     return outcomes
 

@@ -168,7 +168,11 @@ class KubernetesSink:
         except Exception as exc:
             if is_status(exc, 409):
                 return False
-            raise api_error(exc, self.target, "create the Secret") from None
+            error = api_error(exc, self.target, "create the Secret")
+            if is_status(exc, 403):  # the least-privilege Role has no create: RBAC cannot scope it to a name
+                error.hint = (f"create it once: kubectl -n {self.config.namespace} create secret generic "
+                              f"{self.config.secret}; or grant create on secrets")
+            raise error from None
         return True
 
     # --- restarts ----------------------------------------------------------------------------------
