@@ -161,6 +161,24 @@ def test_an_unreadable_secret_blocks_only_the_targets_it_shares(tmp_path: Path) 
     assert exit_code_for(outcomes) == ExitCode.BACKEND
 
 
+def test_the_issue_example_validates_as_written(tmp_path: Path) -> None:
+    """The `sinks:` block of issue 17, verbatim, is a valid manifest; a typo is a file:line:col error."""
+    pytest.importorskip("rotator_kubernetes", reason="pip install -e providers/kubernetes")
+    from rotator.errors import ManifestError
+    from rotator.manifest import parse_manifest
+
+    text = (
+        "version: 1\nsecrets:\n  - name: partner-api\n    kind: api_key\n    sinks:\n"
+        '      - {type: file, path: /run/secrets/app.env, format: env, key: API_KEY, mode: "0600", reload: {signal: HUP, pidfile: /run/app.pid}}\n'  # noqa: E501 - verbatim from the issue
+        "      - {type: kubernetes, namespace: payments, secret: partner-api, key: API_KEY, restart: [deployment/api, deployment/worker]}\n"  # noqa: E501 - verbatim from the issue
+    )
+    manifest = parse_manifest(text, tmp_path / "rotation.yaml")
+    file_sink, k8s_sink = manifest.secret("partner-api").spec.sinks
+    assert (file_sink.type, k8s_sink.type) == ("file", "kubernetes")
+    with pytest.raises(ManifestError, match=r"^rotation.yaml:7:\d+: secrets\[0\]\.sinks\[1\]\.restrat: unknown key"):
+        parse_manifest(text.replace("restart:", "restrat:"), tmp_path / "rotation.yaml")
+
+
 # --- through the CLI ------------------------------------------------------------------------------------
 
 LOCAL = """\
