@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -257,3 +260,107 @@ def test_role_validates_strictly_and_grants_nothing_more() -> None:
     assert all(r["resourceNames"] and "*" not in json.dumps(r) for r in role["rules"])
     (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rotator", "namespace": "rotator"}]
+
+
+# --- the same sink code against any API server: the emulator here, a real cluster when one is named ---------
+
+
+class _SinkContract:
+    """Behaviour observed only through the official client, so it holds on the emulator and on a cluster."""
+
+    namespace = "payments"
+
+    @pytest.fixture
+    def client_apis(self, kubeconfig_file: Path) -> Iterator[tuple[object, object]]:
+        """CoreV1Api and AppsV1Api from the same kubeconfig the sink uses."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig_file), client_configuration=cfg, persist_config=False)
+        with client.ApiClient(cfg) as api_client:
+            yield client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+
+    @pytest.fixture
+    def objects(self, client_apis: tuple[object, object]) -> Iterator[tuple[str, str, str]]:
+        """A fresh Secret and two Deployments (one paused), deleted afterwards: (secret, live, paused)."""
+        from kubernetes import client
+
+        core, apps = client_apis
+        suffix = uuid.uuid4().hex[:8]
+        secret, live, paused = f"rotator-ct-{suffix}", f"rotator-ct-{suffix}-live", f"rotator-ct-{suffix}-paused"
+        core.create_namespaced_secret(self.namespace, client.V1Secret(  # type: ignore[attr-defined]
+            metadata=client.V1ObjectMeta(name=secret), data={"KEEP": base64.b64encode(b"theirs").decode()}))
+        for name, is_paused in ((live, False), (paused, True)):
+            labels = {"app": name}
+            apps.create_namespaced_deployment(self.namespace, client.V1Deployment(  # type: ignore[attr-defined]
+                metadata=client.V1ObjectMeta(name=name), spec=client.V1DeploymentSpec(
+                    replicas=0, paused=is_paused, selector=client.V1LabelSelector(match_labels=labels),
+                    template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels),
+                                                      spec=client.V1PodSpec(containers=[client.V1Container(
+                                                          name="app", image="registry.k8s.io/pause:3.9")])))))
+        yield secret, live, paused
+        core.delete_namespaced_secret(secret, self.namespace)  # type: ignore[attr-defined]
+        for name in (live, paused):
+            apps.delete_namespaced_deployment(name, self.namespace)  # type: ignore[attr-defined]
+
+    def _sink(self, kubeconfig_file: Path, secret: str, restart: list[str]) -> KubernetesSink:
+        config = KubernetesSinkConfig.model_validate({
+            "type": "kubernetes", "namespace": self.namespace, "secret": secret, "key": "API_KEY",
+            "restart": restart, "kubeconfig": str(kubeconfig_file), "create": False})
+        return KubernetesSink(config=config, base_dir=kubeconfig_file.parent)
+
+    def test_delivers_restarts_once_and_is_idempotent(self, kubeconfig_file: Path, client_apis: Any,
+                                                      objects: tuple[str, str, str]) -> None:
+        """Data lands beside foreign keys; the live Deployment gets restartedAt, the paused one is skipped;
+        delivering again leaves the Secret's resourceVersion and the annotation alone."""
+        core, apps = client_apis
+        secret, live, paused = objects
+        sink = self._sink(kubeconfig_file, secret, [f"deployment/{live}", f"deployment/{paused}"])
+        try:
+            first = sink.deliver(content(CURRENT, PREVIOUS))
+            assert first.reloaded == (f"deployment/{live}",)
+            assert first.skipped[0].startswith(f"deployment/{paused} is paused")
+            stored = core.read_namespaced_secret(secret, self.namespace)
+            data = {k: base64.b64decode(v).decode() for k, v in stored.data.items()}
+            assert data == {"KEEP": "theirs", "API_KEY": CURRENT, "API_KEY_PREVIOUS": PREVIOUS}
+            stamp = apps.read_namespaced_deployment(live, self.namespace).spec.template.metadata.annotations
+            assert RESTARTED_AT in stamp
+            assert not (apps.read_namespaced_deployment(paused, self.namespace).spec.template.metadata
+                        .annotations or {}).get(RESTARTED_AT)
+            version = core.read_namespaced_secret(secret, self.namespace).metadata.resource_version
+            assert not sink.deliver(content(CURRENT, PREVIOUS)).changed
+            assert core.read_namespaced_secret(secret, self.namespace).metadata.resource_version == version
+            again = apps.read_namespaced_deployment(live, self.namespace).spec.template.metadata.annotations
+            assert again[RESTARTED_AT] == stamp[RESTARTED_AT]
+            sink.deliver(content(CURRENT))
+            after = core.read_namespaced_secret(secret, self.namespace).data
+            assert set(after) == {"KEEP", "API_KEY"}
+        finally:
+            sink.close()
+
+
+class TestSinkContractOnEmulator(_SinkContract):
+    """The contract on tests/k8s_emulator.py."""
+
+    @pytest.fixture
+    def kubeconfig_file(self, tmp_path: Path) -> Iterator[Path]:
+        """An emulator that grants everything in the namespace, and a kubeconfig for it."""
+        with KubernetesEmulator() as emu:
+            emu.grant(TOKEN, USER, [("secrets", self.namespace, None, {"get", "update", "create", "delete"}),
+                                    ("deployments", self.namespace, None, {"get", "patch", "create", "delete"})])
+            yield kubeconfig(tmp_path / "kubeconfig", emu.address)
+        assert emu.internal_errors == []
+
+
+@pytest.mark.skipif(not os.environ.get("ROTATOR_K8S_CONTRACT_KUBECONFIG"),
+                    reason="set ROTATOR_K8S_CONTRACT_KUBECONFIG (and _NAMESPACE) to run against a real cluster")
+class TestSinkContractOnCluster(_SinkContract):
+    """The same contract on a real cluster (kind, minikube): objects are created and deleted in
+    ROTATOR_K8S_CONTRACT_NAMESPACE (default ``default``)."""
+
+    namespace = os.environ.get("ROTATOR_K8S_CONTRACT_NAMESPACE", "default")
+
+    @pytest.fixture
+    def kubeconfig_file(self) -> Path:
+        """The kubeconfig named by the environment."""
+        return Path(os.environ["ROTATOR_K8S_CONTRACT_KUBECONFIG"])
