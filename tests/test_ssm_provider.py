@@ -175,3 +175,25 @@ def test_cli_rotation_on_ssm_delivers_what_consumers_read(moto: GatedMotoServer,
     again = workspace.cli("run", env=DUMMY_ENV)
     assert again.code == 0
     assert "delivered" not in again.out
+
+
+def test_a_foreign_parameter_is_unmanaged_until_adopted(provider: SsmProvider, ssm: Any) -> None:
+    """A parameter rotator did not write reads as unmanaged, create refuses to clobber it, and adopt takes
+    its value over as current (labelled) without writing a new value version."""
+    ref = _ref()
+    name = "/" + ref.path
+    ssm.put_parameter(Name=name, Value="foreign-value-123456789", Type="SecureString")
+    foreign = provider.read(ref)
+    assert foreign is not None
+    assert not foreign.managed
+    with pytest.raises(ConflictError):
+        provider.create(ref, make_version(State.CURRENT), {})
+    adopted = provider.adopt(ref, foreign)
+    assert adopted.managed
+    current = provider.read(ref)
+    assert current is not None
+    assert current.current is not None
+    assert current.current.value is not None
+    assert current.current.value.reveal() == "foreign-value-123456789"
+    labelled = ssm.get_parameter(Name=f"{name}:current", WithDecryption=True)["Parameter"]
+    assert (labelled["Value"], labelled["Version"]) == ("foreign-value-123456789", 1)

@@ -37,13 +37,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
 from rotator.errors import BackendUnavailable, ConflictError, SecretNotFound
-from rotator.keyset import Keyset, SecretValue, State, version_from_json, version_to_json
+from rotator.keyset import Keyset, KeyVersion, SecretValue, State, version_from_json, version_to_json
 from rotator.provider import DocumentProvider, SecretRef
 from rotator_aws.config import AwsConfig
 from rotator_aws.ssm_client import build_ssm_client, translate
@@ -52,6 +53,7 @@ __all__ = ["LABELS", "SsmConfig", "SsmProvider"]
 
 LABELS = {State.CURRENT: "current", State.PREVIOUS: "previous", State.PENDING: "pending"}
 _DOC_SUFFIX = ".rotator"
+_FOREIGN = "ssm-"  # version id of a value rotator did not write: "ssm-<parameter version>"
 _COMPACT = (",", ":")
 
 
@@ -86,7 +88,7 @@ class SsmProvider(DocumentProvider):
         name = self._param(ref)
         found = self._document(name)
         if found is None:
-            return None
+            return self._foreign(ref, name)
         doc, revision = found
         numbers = {str(e["id"]): int(e["ssm"]) for e in doc["versions"] if e.get("ssm")}
         values = self._values(name, numbers.values())
@@ -98,7 +100,7 @@ class SsmProvider(DocumentProvider):
         name = self._param(ref)
         found = self._document(name)
         if found is None:
-            return None
+            return self._foreign(ref, name)
         doc, revision = found
         versions = tuple(version_from_json(e, None) for e in doc["versions"])
         return Keyset(name=ref.name, revision=str(revision), versions=versions, meta=dict(doc.get("meta") or {}))
@@ -123,13 +125,17 @@ class SsmProvider(DocumentProvider):
         found = self._document(name)
         if expected is None and found is not None:
             raise ConflictError(f"{ref.name}: {name} already exists")
-        if expected is not None and (found is None or str(found[1]) != expected.revision):
+        if expected is not None and expected.managed and (found is None or str(found[1]) != expected.revision):
             raise ConflictError(f"{ref.name}: the keyset changed since revision {expected.revision} was read")
         old_doc = found[0] if found else {"versions": []}
         numbers = {str(e["id"]): int(e["ssm"]) for e in old_doc["versions"] if e.get("ssm")}
+        if expected is not None and not expected.managed:  # adopt: the foreign value is version N already
+            numbers.update({v.id: int(v.id.removeprefix(_FOREIGN)) for v in expected.versions
+                            if v.id.startswith(_FOREIGN)})
         for version in new.versions:
-            if version.id not in numbers and version.value is not None:
-                numbers[version.id] = self._put(name, version.value.reveal(), secure=True)
+            if version.id not in numbers and version.value is not None:  # the first put of a new secret must
+                numbers[version.id] = self._put(name, version.value.reveal(), secure=True,  # not clobber one
+                                                overwrite=found is not None)
         entries = []
         for version in new.versions:
             entry = version_to_json(version)
@@ -138,8 +144,21 @@ class SsmProvider(DocumentProvider):
             entries.append(entry)
         doc = json.dumps({"versions": entries, "meta": dict(new.meta)}, separators=_COMPACT, sort_keys=True)
         revision = self._put_document(name, doc, found[1] if found else None)
-        self._move_labels(name, _labels(expected, numbers), _labels(new, numbers))
+        labelled = _labels(expected, numbers) if expected is not None and expected.managed else {}
+        self._move_labels(name, labelled, _labels(new, numbers))
         return new.replace(revision=str(revision), managed=True)
+
+    def _foreign(self, ref: SecretRef, name: str) -> Keyset | None:
+        """A parameter without a state document: an unmanaged keyset (``adopt: true`` takes it over)."""
+        try:
+            parameter = self._call("GetParameter", name, Name=name, WithDecryption=True)["Parameter"]
+        except SecretNotFound:
+            return None
+        when = parameter["LastModifiedDate"]
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        current = KeyVersion(id=f"{_FOREIGN}{parameter['Version']}", state=State.CURRENT, created_at=when,
+                             promoted_at=when, value=SecretValue(str(parameter["Value"])))
+        return Keyset(name=ref.name, revision="", versions=(current,), managed=False)
 
     def list(self) -> list[str]:
         """Paths (without a leading ``/``) of the parameters that have a state document."""
