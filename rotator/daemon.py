@@ -137,6 +137,7 @@ class Daemon:
         outcomes = runtime.engine.reconcile(policies, concurrency=4)
         for policy, outcome in zip(policies, outcomes, strict=True):
             self._schedule_next(runtime, policy, outcome)
+        outcomes += _deliver(runtime, policies)
         failed = [o for o in outcomes if not o.ok]
         for outcome in failed:
             log.warning("reconcile.secret_failed", secret=outcome.secret, error=outcome.message)
@@ -153,6 +154,7 @@ class Daemon:
         if not outcome.ok:
             log.warning("secret.job_failed", secret=name, error=outcome.message)
         self._schedule_next(runtime, policy, outcome)
+        _deliver(runtime, [policy])
 
     def _schedule_next(self, runtime: Runtime, policy: SecretPolicy, outcome: Outcome) -> None:
         """A job at the secret's next action time: from the pass's settled decision, else from a fresh read."""
@@ -232,6 +234,13 @@ class Daemon:
                                hint="choose another --metrics-port") from None
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="http", daemon=True).start()
+
+
+def _deliver(runtime: Runtime, policies: list[SecretPolicy]) -> list[Outcome]:
+    """Bring the sinks up to date (rotator.sinks logs and reports failures; the next pass retries)."""
+    from rotator.sinks.reconcile import deliver
+
+    return deliver(runtime, policies, note=lambda text: log.warning("sink.skipped", detail=text))
 
 
 def _mtime(path: Path) -> float | None:

@@ -28,6 +28,7 @@ class EventType(StrEnum):
     ROLLED_BACK = "rotation.rolled_back"
     RETIRED = "key.retired"
     REVOKED = "key.revoked"
+    SINK_FAILED = "sink.failed"  # a delivery target (rotator.sinks) could not be brought up to date
 
 
 def new_correlation_id() -> str:

@@ -23,6 +23,7 @@ from rotator.keyset import SecretValue
 from rotator.notify.config import NotifierConfig
 from rotator.provider import Provider, ProviderSet, SecretRef, installed_providers, load_provider_class
 from rotator.schedule import DURATION_HELP, Schedule, check_cron, format_duration, parse_duration
+from rotator.sinks.base import SinkSpec
 from rotator.target import Binding
 from rotator.targeting import TargetSet, TargetSpec
 
@@ -123,6 +124,7 @@ class SecretSpec(_Policy):
     auto_rollback: bool = False
     adopt: bool = False
     target: SecretTarget | None = None  # change the credential where it is checked (rotator.targeting)
+    sinks: list[SinkSpec] = []  # where the value is delivered after every change (rotator.sinks)
 
     def generator_params(self) -> GeneratorParams:
         extra: dict[str, Any] = {}

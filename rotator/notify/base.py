@@ -126,6 +126,7 @@ _TITLES = {
     EventType.ROLLED_BACK: (":leftwards_arrow_with_hook:", "↩️", "Rotation rolled back", "#e8a317"),
     EventType.RETIRED: (":wastebasket:", "🗑️", "Old key retired", "#6b7280"),
     EventType.REVOKED: (":rotating_light:", "🚨", "Key revoked", "#e01e5a"),
+    EventType.SINK_FAILED: (":warning:", "⚠️", "Delivery to a sink failed", "#e01e5a"),
 }
 _TEST_TITLE = (":test_tube:", "🧪", "Test notification", "#1d9bd1")
 
