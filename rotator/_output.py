@@ -86,28 +86,22 @@ def _default(obj: Any) -> Any:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *,
-                wrap: Collection[str] = ()) -> None:
+                wrap: Collection[str] = (), prose: Collection[str] = ()) -> None:
     """A table: rich on a TTY, tab-free aligned columns otherwise (grep/awk friendly).
 
-    Only the columns named in ``wrap`` (free text: notes, reasons) may wrap on a narrow terminal, and then
-    only between words; names, versions and times are never broken. ``--no-headers`` drops the title and
-    the header row in both forms.
+    Names, versions and times are never broken. On a narrow terminal the columns named in ``wrap`` wrap
+    between words, and the ``prose`` columns (notes, reasons) may also fold a long word; nothing else
+    wraps. When even that cannot fit, the plain form is printed and the terminal wraps whole lines, as
+    ``kubectl get`` does. ``--no-headers`` drops the title and the header row in both forms.
     """
     headers = not SETTINGS.no_headers
+    wrap = {*wrap, *prose}
     if is_tty():
-        from rich.table import Table
-
-        table = Table(title=title if headers else None, title_justify="left", show_header=headers)
-        for i, column in enumerate(columns):
-            longest = max([len(column) if headers else 1, *(len(r[i]) for r in rows)])
-            if column in wrap:
-                table.add_column(column, overflow="fold", min_width=min(longest, 12), ratio=1)
-            else:
-                table.add_column(column, no_wrap=True, min_width=_first_word(longest, rows, i))
-        for row in rows:
-            table.add_row(*row)
-        console().print(table)
-        return
+        out = console()
+        widths = _fit(columns, rows, wrap, prose, headers, out.width)
+        if widths is not None:
+            _rich_table(out, title if headers else None, columns, rows, prose, widths)
+            return
     widths = [max([len(c) if headers else 0, *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()] if headers else []
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -115,9 +109,45 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
         sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _first_word(longest: int, rows: Sequence[Sequence[str]], i: int) -> int:
-    """A no-wrap column's floor: its longest first word, so ``partner-api-key`` is never cut."""
-    return max([1, *(len(r[i].split(" ", 1)[0]) for r in rows)]) if rows else min(longest, 8)
+_PROSE_FLOOR = 6
+_GAP = 2  # spaces between columns
+
+
+def _fit(columns: Sequence[str], rows: Sequence[Sequence[str]], wrap: Collection[str], prose: Collection[str],
+         headers: bool, width: int) -> list[int] | None:
+    """Column widths that fit ``width`` without breaking a word outside ``prose``; None if impossible.
+
+    Every column starts at its full width. While too wide, prose (then another wrapping column) with the
+    most room above its longest word gives up a character; only then does prose fold words (down to 6).
+    """
+    cells = [[row[i] for row in rows] + ([column.upper()] if headers else []) for i, column in enumerate(columns)]
+    full = [max([1, *map(len, c)]) for c in cells]
+    words = [max([1, *(len(w) for cell in c for w in cell.split())]) if col in wrap else full[i]
+             for i, (col, c) in enumerate(zip(columns, cells, strict=True))]
+    hard = [min(w, _PROSE_FLOOR) if col in prose else w for col, w in zip(columns, words, strict=True)]
+    budget = width - _GAP * (len(columns) - 1)
+    if sum(hard) > budget:
+        return None
+    widths = list(full)
+    for floors in (words, hard):
+        while sum(widths) > budget and any(w > f for w, f in zip(widths, floors, strict=True)):
+            i = max(range(len(widths)), key=lambda k: (widths[k] > floors[k] and columns[k] in prose,
+                                                        widths[k] - floors[k], -k))
+            widths[i] -= 1
+    return widths
+
+
+def _rich_table(out: Console, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]],
+                prose: Collection[str], widths: Sequence[int]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False,
+                  show_header=title is not None, header_style="bold")
+    for column, width in zip(columns, widths, strict=True):
+        table.add_column(column.upper(), width=width, overflow="fold" if column in prose else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def when(moment: datetime | None, now: datetime) -> str:

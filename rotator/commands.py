@@ -46,7 +46,7 @@ def plan_rows(rt: Runtime, at: datetime, output: str, policies: Sequence[SecretP
     rows = [[i["secret"], i["provider"], i["state"], when(i["last_rotation"], at), when(i["next_due"], at),
              i["action"] + ("" if i["action"] == "none" else f": {i['detail']}")] for i in items]
     print_table(f"plan at {stamp(at)}", ["secret", "provider", "state", "last rotation", "next due", "action"],
-                rows, wrap={"action", "last rotation", "next due"})
+                rows, wrap={"last rotation", "next due"}, prose={"action"})
 
 
 def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> None:
@@ -83,16 +83,23 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
         if not item["versions"]:
             rows.append([item["secret"], "-", "(not created)", "-", "-", "-", "-"])
         for row in item["versions"]:
-            left = when(row["expires_at"], now) if row["state"] == "previous" else "-"
+            left = _left(row["expires_at"], now) if row["state"] == "previous" else "-"
             rows.append([item["secret"], row["id"][:8], row["state"], ago(row["created_at"], now), left,
                          _moved({**item, "retire": retire_modes[item["secret"]]}) if row["state"] == "current"
                          else "", row["reason"] or ""])
-    print_table("status", ["secret", "version", "state", "age", "grace until", "consumers moved", "note"], rows,
-                wrap={"grace until", "consumers moved", "note"})
+    print_table("status", ["secret", "version", "state", "age", "grace left", "consumers moved", "note"], rows,
+                wrap={"grace left", "consumers moved"}, prose={"note"})
+
+
+def _left(expires: datetime | None, now: datetime) -> str:
+    """``6d23h``: what is left of a grace period (the exact deadline is in ``-o json``)."""
+    if expires is None:
+        return "-"
+    return ago(now, expires) if expires > now else "ended"
 
 
 def _moved(item: dict[str, Any]) -> str:
-    """Consumers that acknowledged the current version: ``1/2, not yet: billing-worker``.
+    """Consumers that acknowledged the current version: ``1/2; not yet: billing-worker``.
 
     Only a previous value gives consumers something to move from; and only ``retire: when_acknowledged``
     makes the retirement wait for them (otherwise the grace deadline decides).
@@ -106,7 +113,7 @@ def _moved(item: dict[str, Any]) -> str:
     if not waiting:
         return done
     label = "retirement waits for" if item.get("retire") == "when_acknowledged" else "not yet"
-    return f"{done}, {label}: {', '.join(waiting)}"
+    return f"{done}; {label}: {' '.join(waiting)}"
 
 
 def run_and_report(rt: Runtime, policies: Sequence[SecretPolicy], output: str, *, progress: str = "",
@@ -150,7 +157,8 @@ def _report(outcomes: Sequence[Outcome], output: str, warnings: Sequence[str]) -
         if (SETTINGS.quiet or terse) and outcome.ok and (SETTINGS.quiet or outcome.action in ("none", "paused")):
             continue
         line = f"{_MARK[outcome.ok]:6} {outcome.secret}: {outcome.action}"
-        click.echo(line + (f" - {outcome.message}" if outcome.message else ""))
+        message = outcome.message.removeprefix(f"{outcome.secret}: ")  # the line names the secret already
+        click.echo(line + (f" - {message}" if message else ""))
         if outcome.consumers:
             click.echo(f"       consumers that must switch to the new value now: {', '.join(outcome.consumers)}")
     if SETTINGS.quiet:
@@ -242,7 +250,8 @@ def history_rows(audit_path: Path, names: Sequence[str], output: str, *, single:
              str(r.get("event") or r.get("step", "")), str(r.get("actor", "")), str(r.get("new_version", ""))[:8],
              str(r.get("old_version", ""))[:8], str(r.get("reason", "") or "")] for r in records]
     columns = ["time", *([] if single else ["secret"]), "event", "actor", "new", "old", "reason"]
-    print_table(f"history of {names[0]}" if single else "history", columns, rows, wrap={"reason", "actor"})
+    print_table(f"history of {names[0]}" if single else "history", columns, rows, wrap={"time"},
+                prose={"reason"})
 
 
 def verify_audit(state: Any, path: str | None) -> int:

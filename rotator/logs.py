@@ -250,15 +250,26 @@ def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventD
     return event_dict
 
 
+_CONSOLE_NOISE = ("correlation_id", "at", "actor", "details", "logger", "new_version", "old_version")
+
+
+def _drop_console_noise(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    for key in _CONSOLE_NOISE:
+        event_dict.pop(key, None)
+    return event_dict
+
+
 def configure_logging(
     fmt: Literal["json", "console"] | None = None, verbosity: int = 0, stream: TextIO | None = None,
-    *, cache: bool = False, level: int | None = None, colors: bool | None = None,
+    *, cache: bool = False, level: int | None = None, colors: bool | None = None, compact: bool = False,
 ) -> Literal["json", "console"]:
     """Set up structlog and stdlib logging to write redacted lines to ``stream`` (default: stderr).
 
     ``fmt`` None means console on a TTY and JSON otherwise; the format chosen is returned. ``level``
     defaults to DEBUG with verbosity >= 1, else INFO (the CLI passes WARNING for a console). ``colors``
-    None colors a TTY unless ``NO_COLOR`` is set. Third-party loggers (stdlib ``logging``) pass the same
+    None colors a TTY unless ``NO_COLOR`` is set. ``compact`` (the CLI on a console without ``-v``) prints
+    ``HH:MM:SSZ`` and leaves out the fields a person reading a terminal does not need (correlation id,
+    event time, actor, details) so a warning fits a line or two. Third-party loggers (stdlib ``logging``) pass the same
     redaction and are limited to WARNING. ``cache=True`` (the CLI, which configures once per process)
     lets each logger build its processor chain once instead of per call.
     """
@@ -273,8 +284,10 @@ def configure_logging(
             colors=colors if colors is not None else tty and not os.environ.get("NO_COLOR"),
             exception_formatter=structlog.dev.plain_traceback,
         )
-    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    compact = compact and chosen == "console"
+    timestamper = structlog.processors.TimeStamper(fmt="%H:%M:%SZ" if compact else "iso", utc=True)
     tail: list[Processor] = [
+        *([_drop_console_noise] if compact else []),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,  # exception text becomes a field, so it is redacted too
         redact_processor,

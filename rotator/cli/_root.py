@@ -69,7 +69,7 @@ def cli(ctx: click.Context, manifest: str | None, log_format: str | None, color:
 
         level = _level(log_format, verbose, quiet, daemon=ctx.invoked_subcommand == "daemon")
         state.log_format = configure_logging(log_format, verbose, cache=True, level=level,  # type: ignore[arg-type]
-                                             colors=colors_wanted())
+                                             colors=colors_wanted(), compact=not verbose)
 
 
 def _level(log_format: str | None, verbose: int, quiet: bool, *, daemon: bool) -> int:
