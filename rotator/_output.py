@@ -122,8 +122,8 @@ def _fit(columns: Sequence[str], rows: Sequence[Sequence[str]], wrap: Collection
     """
     cells = [[row[i] for row in rows] + ([column.upper()] if headers else []) for i, column in enumerate(columns)]
     full = [max([1, *map(len, c)]) for c in cells]
-    words = [max([1, *(len(w) for cell in c for w in cell.split())]) if col in wrap else full[i]
-             for i, (col, c) in enumerate(zip(columns, cells, strict=True))]
+    words = [max([len(col) if headers else 1, *(len(w) for cell in c for w in cell.split())]) if col in wrap
+             else full[i] for i, (col, c) in enumerate(zip(columns, cells, strict=True))]  # headers never wrap
     hard = [min(w, _PROSE_FLOOR) if col in prose else w for col, w in zip(columns, words, strict=True)]
     budget = width - _GAP * (len(columns) - 1)
     if sum(hard) > budget:

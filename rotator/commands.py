@@ -87,8 +87,8 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
             rows.append([item["secret"], row["id"][:8], row["state"], ago(row["created_at"], now), left,
                          _moved({**item, "retire": retire_modes[item["secret"]]}) if row["state"] == "current"
                          else "", row["reason"] or ""])
-    print_table("status", ["secret", "version", "state", "age", "grace left", "consumers moved", "note"], rows,
-                wrap={"grace left", "consumers moved"}, prose={"note"})
+    print_table("status", ["secret", "version", "state", "age", "grace", "consumers moved", "note"], rows,
+                wrap={"consumers moved"}, prose={"note"})
 
 
 def _left(expires: datetime | None, now: datetime) -> str:

@@ -55,16 +55,13 @@ def complete_notifier(ctx: click.Context, param: click.Parameter, incomplete: st
 
 
 def complete_selector(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """``KEY=`` from the labels in use, then ``KEY=VALUE`` once a key is typed."""
+    """``KEY=VALUE`` pairs from the labels in use (every pair, so bash needs no ``nospace`` support)."""
     pairs: set[tuple[str, str]] = set()
     for spec in _secrets(ctx):
         labels = spec.get("labels")
         if isinstance(labels, dict):
             pairs.update((str(k), str(v)) for k, v in labels.items())
-    if "=" in incomplete:
-        return [CompletionItem(f"{k}={v}") for k, v in sorted(pairs) if f"{k}={v}".startswith(incomplete)]
-    keys = sorted({k for k, _ in pairs if k.startswith(incomplete)})
-    return [CompletionItem(f"{k}=", type="nospace") for k in keys]
+    return [CompletionItem(f"{k}={v}") for k, v in sorted(pairs) if f"{k}={v}".startswith(incomplete)]
 
 
 def completion_script(cli: click.Command, shell: str) -> str:
