@@ -60,11 +60,20 @@ def click_error(exc: click.ClickException) -> tuple[str, str | None]:
         message = f"no such option: {exc.option_name}"
         if exc.possibilities:
             message += f" (did you mean {' or '.join(sorted(exc.possibilities))}?)"
+        if ctx is not None and ctx.parent is not None and _is_global(exc.option_name):
+            hint = (f"{exc.option_name} is a global option: put it before the command, as in "
+                    f"'rotator {exc.option_name} {ctx.command_path.removeprefix('rotator').strip()}'")
     elif isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter):
         message = _bad_parameter(exc, ctx)
     else:
         message = exc.format_message()
     return where + _sentence(message), hint
+
+
+def _is_global(option: str) -> bool:
+    name = option.split("=", 1)[0]
+    return any(name in param.opts or name in param.secondary_opts for param in cli.params) or \
+        bool(re.fullmatch(r"-v+", name))
 
 
 def _bad_parameter(exc: click.BadParameter, ctx: click.Context | None) -> str:
