@@ -23,7 +23,7 @@ Exit codes:
 ENVIRONMENT = """\b
 Environment:
   ROTATOR_<OPTION>    any option, e.g. ROTATOR_MANIFEST, ROTATOR_OUTPUT=yaml,
-                      ROTATOR_LOG_FORMAT=json, ROTATOR_LISTEN (see [env var: ...])
+                      ROTATOR_LOG_FORMAT=json, ROTATOR_LISTEN (see each [env var])
   ROTATOR_ACTOR       who acts, in events and the audit log (default cli:<user>;
                       cronjob for run, daemon for the daemon), e.g. INC-1234
   ROTATOR_AUDIT_LOG   the audit log file (overrides the manifest's audit.path)
