@@ -153,7 +153,10 @@ def test_help_has_examples_exit_codes_environment_and_whole_summaries(ws: Worksp
     daemon = " ".join(ws.cli("daemon", "-h").out.split())
     for variable in ("ROTATOR_LISTEN", "ROTATOR_METRICS_PORT", "ROTATOR_RECONCILE_EVERY"):
         assert f"env var: {variable}" in daemon
-    assert ws.cli().out == top.out  # no arguments: the help, exit 0
+    bare = subprocess.run([sys.executable, "-m", "rotator"], capture_output=True, text=True, cwd=ws.root,
+                          env=ws.env, timeout=60, check=False)
+    assert (bare.returncode, bare.stdout) == (0, top.out)  # no arguments: the help, exit 0
+    assert ws.cli().err == "rotator: error: missing command\n  hint: see 'rotator --help'\n"
 
 
 def test_completion_scripts_and_dynamic_values(ws: Workspace) -> None:
