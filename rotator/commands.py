@@ -107,9 +107,9 @@ def _moved(item: dict[str, Any]) -> str:
     named, waiting = item["consumers"], item["waiting_for"]
     if not named:
         return "-"
-    if not any(v["state"] == "previous" for v in item["versions"]):
-        return "n/a (no previous value)"
     done = f"{len(named) - len(waiting)}/{len(named)}"
+    if not any(v["state"] == "previous" for v in item["versions"]):
+        return f"{done} (no previous value)" if len(waiting) < len(named) else "n/a (no previous value)"
     if not waiting:
         return done
     label = "retirement waits for" if item.get("retire") == "when_acknowledged" else "not yet"
