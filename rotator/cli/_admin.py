@@ -31,8 +31,8 @@ def validate(state: State) -> None:
                f"{', '.join(providers.names())}, notifiers: {', '.join(manifest.model.notifiers) or 'none'}")
 
 
-@cli.command(epilog="""\b
-Logs every event at info level (the daemon's logs are its output); -q keeps errors only.
+@cli.command(epilog="""Logs every event at info level (the daemon's logs are its output); -q keeps errors only.
+
 \b
 Examples:
   rotator --log-format json daemon --listen 0.0.0.0
@@ -90,8 +90,8 @@ def audit_verify(state: State, path: str | None) -> None:
     sys.exit(verify_audit(state, path))
 
 
-@cli.command(epilog="""\b
-Exit 1 when a secret is overdue or the audit chain does not verify, 4 when a backend cannot be read.
+@cli.command(epilog="""Exit 1 when a secret is overdue or the audit chain does not verify, 4 when a backend cannot be read.
+
 \b
 Examples:
   rotator report --since 90d --format html --out evidence.html
@@ -138,9 +138,9 @@ def notify_test(state: State, notifier: str) -> None:
     send_test(state.runtime(), notifier)
 
 
-@cli.command(epilog="""\b
-Completes commands, options, secret names, notifier names and -l label keys and values (read from the
-manifest that -f or ROTATOR_MANIFEST names, else ./rotation.yaml).
+@cli.command(epilog="""Completes commands, options, secret names, notifier names and -l label pairs, read from the
+manifest that -f or ROTATOR_MANIFEST names (else ./rotation.yaml).
+
 \b
 Setup:
   bash  echo 'source <(rotator completion bash)' >> ~/.bashrc

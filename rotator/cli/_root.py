@@ -14,7 +14,7 @@ __all__ = ["EXIT_CODES", "cli"]
 EXIT_CODES = """\b
 Exit codes:
   0  ok (also: nothing to do)
-  1  an operation failed (each secret's line says why), or a prompt was declined
+  1  an operation failed (each secret's line says why), or a prompt declined
   2  usage or manifest error
   3  conflict: another actor changed the secret and it could not be resolved
   4  a backend is unreachable or refuses the credentials, or the local store
@@ -23,8 +23,8 @@ Exit codes:
 ENVIRONMENT = """\b
 Environment:
   ROTATOR_<OPTION>    any option, e.g. ROTATOR_MANIFEST, ROTATOR_OUTPUT=yaml,
-                      ROTATOR_LOG_FORMAT=json, ROTATOR_LISTEN (see each [env var])
-  ROTATOR_ACTOR       who acts, in events and the audit log (default cli:<user>;
+                      ROTATOR_LOG_FORMAT=json (see each option's [env var])
+  ROTATOR_ACTOR       who acts, in events and the audit log (default cli:USER;
                       cronjob for run, daemon for the daemon), e.g. INC-1234
   ROTATOR_AUDIT_LOG   the audit log file (overrides the manifest's audit.path)
   ROTATOR_MASTER_KEY  key of the local store (default: the key file beside it)

@@ -76,11 +76,11 @@ def status(state: State, names: tuple[str, ...], selector: tuple[str, ...], outp
 
 @cli.command(epilog="""\b
 Examples:
-  rotator rotate --all                         rotate every secret that is due
+  rotator rotate --all                    rotate every secret that is due
   rotator rotate --now webhook-hmac --reason "quarterly"
   rotator rotate --now -l team=payments
-  rotator rotate --now --revoke-previous partner-api-key --reason INC-1234
-                                               incident: the old value stops working at once""")
+  rotator rotate --revoke-previous partner-api-key --reason INC-1234
+                                          incident: old value stops now""")
 @_NAMES
 @click.option("--all", "everything", is_flag=True, help="Every secret in the manifest.")
 @selector_option
@@ -120,8 +120,8 @@ def rotate(state: State, names: tuple[str, ...], everything: bool, selector: tup
                    revoke_previous=revoke_previous, dry_run=dry_run, concurrency=concurrency)
 
 
-@cli.command(epilog="""\b
-Running it again once the previous value is current is a no-op (exit 0).
+@cli.command(epilog="""Running it again once the previous value is current is a no-op (exit 0).
+
 \b
 Examples:
   rotator rollback partner-api-key --reason "clients broke"
@@ -138,8 +138,8 @@ def rollback(state: State, name: str, reason: str, yes: bool, output: str) -> No
     rollback_one(state.runtime(), name, reason, output, lambda question: confirm(question, yes))
 
 
-@cli.command(epilog="""\b
-With nothing in grace it is a no-op (exit 0), so retiring twice is safe.
+@cli.command(epilog="""With nothing in grace it is a no-op (exit 0), so retiring twice is safe.
+
 \b
 Examples:
   rotator retire partner-api-key
