@@ -90,7 +90,8 @@ def audit_verify(state: State, path: str | None) -> None:
     sys.exit(verify_audit(state, path))
 
 
-@cli.command(epilog="""Exit 1 when a secret is overdue or the audit chain does not verify, 4 when a backend cannot be read.
+@cli.command(epilog="""Exit 1 when a secret is overdue or the audit chain does not verify, 4 when a backend
+cannot be read.
 
 \b
 Examples:
