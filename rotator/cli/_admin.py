@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from rotator._output import SETTINGS
 from rotator.cli._base import State, pass_state
 from rotator.cli._complete import SHELLS, complete_notifier, completion_script
 from rotator.cli._root import cli
@@ -27,8 +28,9 @@ def validate(state: State) -> None:
     providers = manifest.build_providers()
     for name in providers.names():
         providers.get(name)  # construct each provider: config errors surface now, no network yet
-    click.echo(f"{manifest.path.name}: OK: {len(manifest.secrets)} secrets, providers: "
-               f"{', '.join(providers.names())}, notifiers: {', '.join(manifest.model.notifiers) or 'none'}")
+    if not SETTINGS.quiet:
+        click.echo(f"{manifest.path.name}: OK: {len(manifest.secrets)} secrets, providers: "
+                   f"{', '.join(providers.names())}, notifiers: {', '.join(manifest.model.notifiers) or 'none'}")
 
 
 @cli.command(epilog="""Logs every event at info level (the daemon's logs are its output); -q keeps errors only.
