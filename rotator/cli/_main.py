@@ -7,6 +7,7 @@ instead of click's four-line ``Usage: ... Try ... Error: ...`` block.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ _CHOICE = re.compile(r"^'(?P<value>.*)' is not (?:one of )?(?P<choices>'.*')\.?$
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI, turning errors into one line on stderr and a contract exit code."""
     args = list(argv if argv is not None else sys.argv[1:])
-    verbose = any(re.fullmatch(r"-v+|--verbose", a) for a in args)
+    verbose = any(re.fullmatch(r"-v+|--verbose", a) for a in args) or \
+        os.environ.get("ROTATOR_VERBOSE", "").strip() not in ("", "0")
     try:
         code = cli.main(args=args, prog_name="rotator", standalone_mode=False, complete_var=COMPLETE_VAR)
     except click.exceptions.NoArgsIsHelpError as exc:  # `rotator`, `rotator audit`: the help, not an error

@@ -44,7 +44,8 @@ _QUIET_COMMANDS = (None, "schema", "validate", "completion")  # these log nothin
 
 @click.group(cls=RotatorGroup, epilog=f"{EXAMPLES}\n\n{EXIT_CODES}\n\n{ENVIRONMENT}",
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-f", "--manifest", metavar="PATH", help="Rotation manifest (default ./rotation.yaml).")
+@click.option("-f", "--manifest", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Rotation manifest (default ./rotation.yaml).")
 @click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
               help="Logs on stderr: console on a terminal, json otherwise (json logs every event).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
