@@ -24,13 +24,14 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from rotator.keyset import SecretValue
+from rotator.schedule import format_duration
 
 __all__ = [
     "MIN_SECRET_LENGTH",
@@ -195,6 +196,8 @@ def redact(value: Any, _depth: int = 0) -> Any:
         return [redact(item, _depth + 1) for item in value]
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, timedelta):  # "5m", the form durations take in the manifest and on the command line
+        return format_duration(value)
     if isinstance(value, BaseException):
         return redact_text(f"{type(value).__name__}: {value}")
     return redact_text(str(value))

@@ -340,3 +340,12 @@ def test_default_stream_follows_sys_stderr(monkeypatch: pytest.MonkeyPatch) -> N
     logging.getLogger("urllib3").warning("third party too")
     assert "while the bar shows" in swapped.getvalue()
     assert "third party too" in swapped.getvalue()
+
+
+def test_durations_logged_like_the_manifest_writes_them(capture: Lines) -> None:
+    """A timedelta field is logged as ``5m`` / ``7d``, not Python's ``0:05:00``."""
+    from datetime import timedelta
+
+    get_logger().info("scheduled", every=timedelta(minutes=5), grace=timedelta(days=7))
+    (line,) = capture()
+    assert (line["every"], line["grace"]) == ("5m", "7d")
