@@ -256,6 +256,19 @@ def test_retire_asks_on_a_terminal_and_no_changes_nothing(workspace: Workspace) 
     assert "previous" not in _states(workspace, "s")
 
 
+def test_rollback_question_names_both_versions(workspace: Workspace) -> None:
+    """The rollback question says which value comes back and which one is retired; "y" rolls back."""
+    workspace.write_manifest("version: 1\nsecrets:\n  - {name: s, kind: hmac}\n")
+    workspace.cli("run")
+    workspace.cli("rotate", "--now", "s")
+    versions = workspace.cli("status", "s", "-o", "json").json()["secrets"][0]["versions"]
+    ids = {v["state"]: v["id"][:8] for v in versions}
+    code, out, err = _on_pty(workspace, ["rollback", "s"], b"y\n")
+    assert f"Roll back s: make {ids['previous']} current again and retire {ids['current']}? [y/N]" in err
+    assert code == 0, err
+    assert f"s: rolled_back - {ids['previous']} is current again" in out
+
+
 def test_yes_and_a_pipe_never_ask(workspace: Workspace) -> None:
     """--yes skips the question on a terminal, and with stdin not a terminal nothing is asked."""
     workspace.write_manifest("version: 1\nsecrets:\n  - {name: s, kind: hmac}\n  - {name: t, kind: hmac}\n")
