@@ -139,9 +139,9 @@ def _with_progress(rt: Runtime, policies: Sequence[SecretPolicy], output: str, o
         from rotator._output import console
 
         # on stderr, with stderr redirected through the bar's console: a log line prints above the bar
-        with Progress(console=console(stderr=True), transient=True, redirect_stdout=False) as bar_:
-            task = bar_.add_task("rotating", total=len(policies))
-            return rt.engine.reconcile(policies, on_done=lambda _: bar_.advance(task), **options)
+        with Progress(console=console(stderr=True), transient=True, redirect_stdout=False) as shown:
+            task = shown.add_task("rotating", total=len(policies))
+            return rt.engine.reconcile(policies, on_done=lambda _: shown.advance(task), **options)
     return rt.engine.reconcile(policies, **options)
 
 
@@ -154,8 +154,8 @@ def _report(outcomes: Sequence[Outcome], output: str, warnings: Sequence[str]) -
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
-        if (SETTINGS.quiet or terse) and outcome.ok and (SETTINGS.quiet or outcome.action in ("none", "paused")):
-            continue
+        if outcome.ok and (SETTINGS.quiet or (terse and outcome.action in ("none", "paused"))):
+            continue  # -q: failures only; a big batch: only what changed (the summary counts the rest)
         line = f"{_MARK[outcome.ok]:6} {outcome.secret}: {outcome.action}"
         message = outcome.message.removeprefix(f"{outcome.secret}: ")  # the line names the secret already
         click.echo(line + (f" - {message}" if message else ""))
