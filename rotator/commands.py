@@ -39,6 +39,7 @@ def plan_rows(rt: Runtime, at: datetime, output: str, policies: Sequence[SecretP
             "state": _state(keyset), "action": str(decision.action), "detail": decision.detail,
             "last_rotation": last_rotation(keyset) if keyset else None, "next_due": decision.due_at,
             "next_action_at": decision.next_at, "schedule": policy.schedule.describe(),
+            "frozen_until": frozen.until if (frozen := policy.schedule.frozen(at)) else None,
         })
     if output != "table":
         emit({"at": at, "secrets": items}, output)
@@ -185,7 +186,7 @@ def rollback_one(rt: Runtime, name: str, reason: str, output: str, ask: Ask) -> 
     """
     def operation() -> Outcome:
         policy = rt.manifest.secret(name)
-        keyset = rt.engine.read(policy)
+        keyset = rt.engine.read(policy) if policy.spec.kind != "manual" else None  # manual: the engine refuses
         if keyset is not None and keyset.current is not None:
             target = _rollback_target(keyset, policy, rt.engine.clock())
             done = _undone_by(keyset.current, target)
@@ -218,14 +219,14 @@ def _undone_by(current: KeyVersion, target: KeyVersion | None) -> str:
 
 
 def retire_one(rt: Runtime, name: str, reason: str, output: str, ask: Ask) -> None:
-    """``rotator retire``: a no-op (exit 0) when nothing is in grace, so a script may retire twice."""
+    """``rotator retire``: asks first on a terminal; with nothing in grace the engine makes it a no-op (exit 0)."""
     def operation() -> Outcome:
         policy = rt.manifest.secret(name)
         keyset = rt.engine.read(policy, values=False)
-        if keyset is not None and keyset.current is not None and keyset.previous is None:
-            return Outcome(name, "none", True, "no previous value in grace; nothing to retire")
-        if keyset is not None and keyset.previous is not None:
-            ask(f"Retire {keyset.previous.id[:8]}, the previous value of {name}, now? "
+        olds = keyset.previous_versions if keyset is not None else ()
+        if olds:
+            which = ", ".join(v.id[:8] for v in olds)
+            ask(f"Retire {which}, the previous value{'s' if len(olds) > 1 else ''} of {name}, now? "
                 "Consumers still using it break")
         return rt.engine.retire_now(policy, reason)
 

@@ -156,6 +156,25 @@ def retire(state: State, name: str, reason: str, yes: bool, output: str) -> None
     retire_one(state.runtime(), name, reason, output, lambda question: confirm(question, yes))
 
 
+@cli.command("mark-rotated", epilog="""\b
+Examples:
+  rotator mark-rotated partner-cert --reason "renewed by the vendor portal" --fingerprint 4f:2a:9c""")
+@_NAME
+@click.option("--reason", required=True, metavar="TEXT", help="Who rotated it and how; recorded in the audit log.")
+@click.option("--fingerprint", metavar="ID", help="A non-secret id of the new value (key id, serial); never the value.")
+@click.option("--at", "at", metavar="TIME", help="When it was rotated (ISO 8601; default now), to backfill a record.")
+@output_option
+@pass_state
+def mark_rotated(state: State, name: str, reason: str, fingerprint: str | None, at: str | None, output: str) -> None:
+    """Record that a kind: manual secret was rotated by hand (rotator never holds its value)."""
+    from rotator.commands import single
+    from rotator.manual import mark_rotated as record
+
+    rt = state.runtime()
+    single(rt, lambda: record(rt.engine, rt.manifest.secret(name), reason=reason, fingerprint=fingerprint,
+                              at=_parse_at(at, rt.engine.clock()) if at else None), output)
+
+
 @cli.command(epilog="""\b
 Examples:
   rotator run                 what a CronJob runs every few minutes
