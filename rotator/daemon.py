@@ -66,8 +66,10 @@ class Daemon:
         METRICS.up.set(1)
         first = self.reconcile()
         self._print_plan()
+        from rotator.schedule import format_duration
+
         log.info("daemon.started", secrets=len(self.runtime.manifest.secrets), listen=f"{self.listen}:{self.port}",
-                 reconcile_every=str(self.every), first_pass_ok=first)
+                 reconcile_every=format_duration(self.every), first_pass_ok=first)
         self._scheduler.add_job(self.reconcile, "interval", seconds=self.every.total_seconds(), id="reconcile")
         if not self.stopping.is_set():
             self._scheduler.start()

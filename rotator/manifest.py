@@ -231,7 +231,8 @@ def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"{file}: manifest not found", hint="pass -f PATH or set ROTATOR_MANIFEST") from None
+        raise ManifestError(f"{file}: manifest not found (looked for {file.resolve()})",
+                            hint="pass -f PATH or set ROTATOR_MANIFEST") from None
     except UnicodeDecodeError as exc:
         before = exc.object[: exc.start].decode("utf-8", "replace")
         line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
