@@ -127,7 +127,7 @@ def test_warnings_print_above_the_progress_bar(workspace: Workspace, tmux: Tmux)
     results = [line for line in screen.lines if line.startswith(("ok     ", "FAILED "))]
     assert len(results) == len(names)
     for i in failing:
-        assert f"FAILED {names[i]}: failed - verify failed: hook false" in text
+        assert f"FAILED {names[i]}: failed - verify failed: hook sh exited with status 1" in text
     assert screen.lines[-1] == "120 secrets: 3 failed, 117 rotated"
     assert len(screen.lines) < len(names) + 2 + len(failing) * 12  # a handful of wrapped warning lines
 
