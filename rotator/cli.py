@@ -219,17 +219,33 @@ def jwks(state: _State, name: str) -> None:
 
 @cli.group()
 def audit() -> None:
-    """The hash-chained audit log."""
+    """The keyed (HMAC) hash-chained audit log."""
 
 
 @audit.command("verify")
 @click.argument("path", required=False)
+@click.option("--expect-head", metavar="SEQ:HASH",
+              help="A head an earlier verify printed: the log must still contain it (detects a cut-off end).")
+@click.option("--allow-unkeyed", is_flag=True, help="Accept a log with no keyed record (archived pre-key logs).")
+@click.option("-o", "--output", type=OUTPUT, default="table")
 @pass_state
-def audit_verify(state: _State, path: str | None) -> None:
-    """Check the hash chain; exit 1 naming the first broken line."""
-    from rotator.commands import verify_audit
+def audit_verify(state: _State, path: str | None, expect_head: str | None, allow_unkeyed: bool, output: str) -> None:
+    """Check the chain, its HMACs, the checkpoint and the backend anchor; print the head SEQ:HASH.
 
-    sys.exit(verify_audit(state, path))
+    Exit 1 with one line naming the first broken line or the missing tail; 4 if the key backend is down.
+    """
+    from rotator.audit_commands import verify_command
+
+    sys.exit(verify_command(state, path, expect_head, allow_unkeyed, output))
+
+
+@audit.command("rotate-key")
+@pass_state
+def audit_rotate_key(state: _State) -> None:
+    """Make a new audit key the signing key; older keys are kept so old records still verify."""
+    from rotator.audit_commands import rotate_key
+
+    rotate_key(state)
 
 
 @cli.command()

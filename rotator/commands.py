@@ -14,12 +14,12 @@ from rotator._output import ago, emit_json, is_tty, print_table, when
 from rotator.acks import acknowledged, waiting_for
 from rotator.app import Runtime
 from rotator.engine import Outcome, exit_code_for
-from rotator.errors import ExitCode, RotatorError, UsageError
+from rotator.errors import UsageError
 from rotator.keyset import Keyset
 from rotator.manifest import SecretPolicy
 from rotator.plan import decide, last_rotation
 
-__all__ = ["history_rows", "plan_rows", "run_and_report", "send_test", "single", "status_rows", "verify_audit"]
+__all__ = ["history_rows", "plan_rows", "run_and_report", "send_test", "single", "status_rows"]
 
 _MARK = {True: "ok", False: "FAILED"}
 
@@ -155,30 +155,6 @@ def history_rows(audit_path: Path, name: str, output: str) -> None:
              str(r.get("actor", "")), str(r.get("new_version", ""))[:8], str(r.get("old_version", ""))[:8],
              str(r.get("reason", "") or "")] for r in records]
     print_table(f"history of {name}", ["time", "event", "actor", "new", "old", "reason"], rows)
-
-
-def verify_audit(state: Any, path: str | None) -> int:
-    """``rotator audit verify``: 0 if the chain holds, 1 naming the first broken line."""
-    import os
-
-    from rotator.audit import verify
-
-    if path is None:
-        try:
-            target = state.manifest().audit_path
-        except RotatorError:
-            target = Path(os.environ.get("ROTATOR_AUDIT_LOG") or ".rotator/audit.jsonl")
-    else:
-        target = Path(path)
-    if not target.exists():
-        raise UsageError(f"{target}: no audit log here")
-    result = verify(target)
-    if result.ok:
-        click.echo(f"{target}: OK: {result.records} records, head {result.head}")
-        return int(ExitCode.OK)
-    where = f"{result.file or target}:{result.line}" if result.line else str(result.file or target)
-    click.echo(f"{where}: audit chain broken: {result.error}", err=True)
-    return int(ExitCode.FAILED)
 
 
 def send_test(rt: Runtime, notifier: str) -> None:

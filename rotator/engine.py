@@ -48,10 +48,8 @@ class Engine:
     """Runs rotations for the secrets of one manifest."""
 
     def __init__(self, manifest: Manifest, providers: ProviderSet, bus: EventBus, *, actor: str,
-                 clock: Clock = utcnow, stop_requested: Callable[[], bool] = lambda: False,
-                 audit: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 clock: Clock = utcnow, stop_requested: Callable[[], bool] = lambda: False) -> None:
         self.manifest = manifest
-        self.audit = audit
         self.providers = providers
         self.bus = bus
         self.actor = actor
@@ -190,7 +188,7 @@ class Engine:
         if action is Action.ADOPT:
             adopted = provider.adopt(policy.ref, keyset)
             current = adopted.current
-            self._audit("secret.adopted", policy, cid, version=current.id if current else None)
+            self._emit(EventType.ADOPTED, policy, cid, details={"version": current.id if current else None})
             return Outcome(policy.name, "adopted", True, "existing value adopted as current")
         if action is Action.RESUME:  # an incident revoke that finds a pending attempt finishes it with grace 0
             pending = keyset.pending
@@ -201,7 +199,7 @@ class Engine:
             pending = keyset.pending
             assert pending is not None
             provider.discard(policy.ref, keyset, pending.id)
-            self._audit("pending.discarded", policy, cid, version=pending.id, reason="stale")
+            self._emit(EventType.DISCARDED, policy, cid, reason="stale", details={"version": pending.id})
             return Outcome(policy.name, "discarded", True, f"stale pending {pending.id[:8]} discarded")
         if action is Action.RETIRE:
             previous = keyset.previous
@@ -404,13 +402,6 @@ class Engine:
                       actor=self.actor, correlation_id=cid, reason=reason, new_version=new, old_version=old,
                       details=details or {})
         self.bus.emit(event)
-
-    def _audit(self, kind: str, policy: SecretPolicy, cid: str, **fields: Any) -> None:
-        """A step worth keeping that is not a contract event (adoption, discarded attempt)."""
-        log.info(kind, secret=policy.name, correlation_id=cid, **fields)
-        if self.audit is not None:
-            self.audit({"type": "step", "step": kind, "secret": policy.name, "provider": policy.provider,
-                        "actor": self.actor, "correlation_id": cid, **fields})
 
     def _observe(self, policy: SecretPolicy, keyset: Keyset) -> None:
         now = self.clock()

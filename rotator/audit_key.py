@@ -1,0 +1,235 @@
+"""The audit key: HMAC keys for the audit chain, kept as one keyset in a provider, plus the logs' anchors.
+
+The keyset lives at a reserved path (``audit.key_path``, default ``_rotator/audit-key``) in the manifest's
+default provider (or ``audit.key_provider``), never next to the log, so a writer with access to the log file
+alone cannot recompute the chain. Its current value is a JSON bundle of *every* audit key ever used, oldest
+first (``{"v": 1, "keys": [[kid, base64 key], ...]}``); the newest one signs. Rotating the key stages a bundle
+with one more key and promotes it, so no old key is ever lost even on backends that purge old versions
+(AWS keeps one retired version) and old records stay verifiable forever.
+
+The keyset's metadata holds ``audit_anchors``: for each of the most recently written logs (``_MAX_ANCHORS``)
+the head (``seq``, the first 32 hex digits of its hash) at the end of the last run or daemon pass. Writing
+it costs one backend write, so it is done at most once per run/pass (:meth:`AuditKeys.anchor`).
+Only the normal provider protocol is used (``read``, ``create``, ``stage``, ``promote``, ``discard``,
+``update_meta``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from rotator.clock import Clock, utcnow
+from rotator.errors import BackendUnavailable, ConflictError, ManifestError, UsageError
+from rotator.keyset import Keyset, KeyVersion, SecretValue, State
+from rotator.provider import Provider, SecretRef
+
+__all__ = ["DEFAULT_KEY_PATH", "Anchor", "AuditKeys"]
+
+DEFAULT_KEY_PATH = "_rotator/audit-key"
+ANCHORS = "audit_anchors"
+_MAX_ANCHORS = 8
+_ANCHOR_HASH = 32  # hex digits kept per anchor: 128 bits, short enough for AWS tags
+_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A log's head as recorded in the backend: record ``seq`` had a hash starting with ``hash``."""
+
+    seq: int
+    hash: str
+    at: str
+
+    def matches(self, full_hash: str) -> bool:
+        return full_hash.startswith(self.hash) and len(self.hash) >= 16
+
+
+def _bundle(keyset: Keyset | None) -> list[tuple[str, bytes]]:
+    """Every key of every version's bundle, oldest first; the current version's order wins."""
+    if keyset is None:
+        return []
+    order: dict[str, bytes] = {}
+    ranked = sorted(keyset.versions, key=lambda v: v.state is not State.CURRENT)
+    for version in ranked:
+        if version.value is None:
+            continue
+        try:
+            data = json.loads(version.value.reveal())
+            pairs = [(str(kid), base64.b64decode(key, validate=True)) for kid, key in data["keys"]]
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise BackendUnavailable(f"{keyset.name}: the stored value is not a rotator audit key bundle",
+                                     transient=False) from exc
+        for kid, key in pairs:
+            order.setdefault(kid, key)
+    return list(order.items())
+
+
+def _encode_bundle(keys: list[tuple[str, bytes]]) -> SecretValue:
+    return SecretValue(json.dumps({"v": 1, "keys": [[kid, base64.b64encode(k).decode()] for kid, k in keys]},
+                                  separators=(",", ":")))
+
+
+def _new_kid(count: int) -> str:
+    return f"k{count + 1}-{secrets.token_hex(3)}"
+
+
+class AuditKeys:
+    """Loads, creates and rotates the audit keys and reads/writes the backend anchors. Thread-safe."""
+
+    def __init__(self, provider: Provider, ref: SecretRef, where: str, *, clock: Clock = utcnow) -> None:
+        self.provider, self.ref, self.where, self.clock = provider, ref, where, clock
+        self._lock = threading.Lock()
+        self._keyset: Keyset | None = None
+        self._keys: dict[str, bytes] = {}
+        self._loaded = False
+
+    # --- reading ----------------------------------------------------------------------------------------
+
+    def _set(self, keyset: Keyset | None) -> None:
+        self._keyset, self._keys, self._loaded = keyset, dict(_bundle(keyset)), True
+
+    def refresh(self) -> None:
+        """Read the keyset again (another process may have rotated the key)."""
+        with self._lock:
+            self._set(self.provider.read(self.ref))
+
+    def known(self) -> dict[str, bytes]:
+        """Every audit key by id, oldest first; empty when none was ever created."""
+        with self._lock:
+            if not self._loaded:
+                self._set(self.provider.read(self.ref))
+            return dict(self._keys)
+
+    def exists(self) -> bool:
+        return bool(self.known())
+
+    def signing(self, *, create: bool) -> tuple[str, bytes]:
+        """The newest key (id, bytes); created on first use when ``create``, else missing is an error."""
+        keys = self.known()
+        if not keys:
+            if not create:
+                raise BackendUnavailable(
+                    f"the audit key is missing from {self.where} although the audit log is keyed",
+                    hint="restore the keyset from the backend's backup; rotator will not create a new key "
+                         "for a keyed log (that would hide a deleted key)", transient=False)
+            keys = self._create()
+        kid = next(reversed(keys))
+        return kid, keys[kid]
+
+    def _create(self) -> dict[str, bytes]:
+        now = self.clock()
+        first = [(_new_kid(0), secrets.token_bytes(32))]
+        version = KeyVersion(id=uuid.uuid4().hex, state=State.CURRENT, created_at=now, promoted_at=now,
+                             value=_encode_bundle(first), actor="rotator-audit")
+        try:
+            created = self.provider.create(self.ref, version, {})
+            with self._lock:
+                self._set(created if created.current is not None and created.current.value is not None
+                          else self.provider.read(self.ref))
+        except ConflictError:  # another process created it first: use theirs
+            self.refresh()
+        return self.known()
+
+    # --- rotation ---------------------------------------------------------------------------------------
+
+    def rotate(self) -> str:
+        """Add a new key to the bundle and make it the signing key; return its id. Old keys stay."""
+        for _ in range(_RETRIES):
+            keyset = self.provider.read(self.ref)
+            if keyset is None or not _bundle(keyset):
+                raise UsageError(f"no audit key at {self.where} to rotate: the first audit record creates it")
+            try:
+                if keyset.pending is not None:  # an interrupted rotation: its key was never used
+                    keyset = self.provider.discard(self.ref, keyset, keyset.pending.id)
+                keys = _bundle(keyset)
+                kid = _new_kid(len(keys))
+                now = self.clock()
+                version = KeyVersion(id=uuid.uuid4().hex, state=State.PENDING, created_at=now,
+                                     value=_encode_bundle([*keys, (kid, secrets.token_bytes(32))]),
+                                     attempt=uuid.uuid4().hex, actor="rotator-audit")
+                staged = self.provider.stage(self.ref, keyset, version)
+                pending = staged.pending
+                if pending is None:
+                    raise BackendUnavailable(f"{self.where}: the staged audit key vanished", transient=True)
+                done = self.provider.promote(self.ref, staged, pending.id, now, timedelta(0), "audit key rotated")
+            except ConflictError:
+                continue
+            with self._lock:
+                self._set(done if done.current is not None and done.current.value is not None
+                          else self.provider.read(self.ref))
+            return kid
+        raise ConflictError(f"{self.where}: the audit key kept changing while rotating it; try again")
+
+    # --- anchors ----------------------------------------------------------------------------------------
+
+    def anchors(self) -> dict[str, Anchor]:
+        """The backend anchor of each recently written log, by log id (read fresh)."""
+        keyset = self.provider.read(self.ref)
+        with self._lock:
+            self._set(keyset)
+        return _anchors(keyset.meta if keyset is not None else {})
+
+    def anchor(self, log: str, seq: int, full_hash: str) -> None:
+        """Record ``seq``/``full_hash`` as the head of log ``log`` (one conditional write; retried on races).
+
+        Also picks up a key rotated by another process, so the next record is signed with the newest key.
+        """
+        keyset = self._keyset
+        for attempt in range(_RETRIES):
+            if keyset is None or attempt:
+                keyset = self.provider.read(self.ref)
+            if keyset is None:
+                raise BackendUnavailable(f"the audit key is missing from {self.where}", transient=False)
+            found = _anchors(keyset.meta)
+            old = found.get(log)
+            if old is not None and old.seq >= seq:
+                return  # someone anchored this log as far already
+            found[log] = Anchor(seq, full_hash[:_ANCHOR_HASH], self.clock().isoformat(timespec="seconds"))
+            kept = dict(sorted(found.items(), key=lambda kv: kv[1].at, reverse=True)[:_MAX_ANCHORS])
+            value = {k: [a.seq, a.hash, a.at] for k, a in kept.items()}
+            try:
+                stored = self.provider.update_meta(self.ref, keyset, {ANCHORS: value})
+            except ConflictError:
+                continue
+            with self._lock:
+                if stored.current is not None and stored.current.value is not None:
+                    self._set(stored)
+                else:
+                    self._set(self.provider.read(self.ref))
+            return
+        raise ConflictError(f"{self.where}: the audit anchors kept changing; the next run anchors again")
+
+
+def _anchors(meta: Mapping[str, Any]) -> dict[str, Anchor]:
+    raw = meta.get(ANCHORS)
+    found: dict[str, Anchor] = {}
+    if isinstance(raw, Mapping):
+        for log, entry in raw.items():
+            if isinstance(entry, list) and len(entry) == 3 and type(entry[0]) is int:
+                found[str(log)] = Anchor(entry[0], str(entry[1]), str(entry[2]))
+    return found
+
+
+def audit_keys_for(manifest: Any, providers: Any, *, clock: Clock = utcnow) -> AuditKeys:
+    """The audit keys of ``manifest`` (a :class:`rotator.manifest.Manifest`) in ``providers``."""
+    config = manifest.model.audit
+    name = getattr(config, "key_provider", None) or manifest.model.defaults.provider or "local"
+    path = getattr(config, "key_path", None) or DEFAULT_KEY_PATH
+    if name not in manifest.provider_configs:
+        known = ", ".join(manifest.provider_configs) or "none"
+        raise ManifestError(f"{manifest.path.name}: audit.key_provider: unknown provider '{name}' (defined: {known})")
+    for policy in manifest.secrets.values():
+        if policy.provider == name and policy.ref.path == path:
+            raise ManifestError(f"{manifest.path.name}: secret '{policy.name}' uses {name}:{path}, the path reserved "
+                                "for the audit key", hint="rename the secret or set audit.key_path")
+    ref = SecretRef(name=path, path=path, description="rotator audit HMAC keys: never delete")
+    return AuditKeys(providers.get(name), ref, f"{name}:{path}", clock=clock)
