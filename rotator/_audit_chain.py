@@ -17,15 +17,18 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from rotator.keyset import SecretValue
 
-__all__ = ["GENESIS", "RESERVED", "Checkpoint", "chain_files", "checkpoint_path", "digest", "encode", "lock_file",
-           "parse_line", "read_checkpoint", "rotated_files", "write_checkpoint"]
+__all__ = ["GENESIS", "KEY_LAG", "RESERVED", "TS_SLACK", "Checkpoint", "chain_files", "checkpoint_path", "digest",
+           "encode", "lock_file", "parse_line", "read_checkpoint", "rotated_files", "write_checkpoint"]
 
 GENESIS = "0" * 64
+KEY_LAG = timedelta(days=1)  # a key may still sign this long after its successor was created, no longer
+TS_SLACK = timedelta(minutes=5)  # how far a record's ts may go back (clock steps between processes)
 RESERVED = frozenset({"hash", "prev", "seq", "ts", "kid", "log"})
 _CHECKPOINT_CONTEXT = b"rotator-audit-checkpoint-v1\n"
 

@@ -29,7 +29,7 @@ import os
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from rotator._audit_chain import (
     write_checkpoint,
 )
 from rotator.audit_verify import VerifyResult, iter_records, verify
+from rotator.clock import Clock, utcnow
 from rotator.errors import OperationFailed, RotatorError, UsageError
 from rotator.events import Event, is_notification, is_step
 from rotator.logs import get_logger, redact_text
@@ -92,12 +93,13 @@ class AuditLog:
 
     ``max_bytes`` turns on rotation; ``keep`` rotated files are kept (all when ``None``). ``keys`` makes
     the chain keyed (HMAC) with a checkpoint and backend anchors; without it records are plain SHA-256
-    (library use and tests only: a runtime always passes keys). ``sink`` gets a copy of every line.
+    (library use and tests only: a runtime always passes keys). ``sink`` gets a copy of every line;
+    ``clock`` gives the write time ``ts`` (the wall clock; tests pass another).
     Thread- and process-safe; :meth:`close` (or ``with``) anchors the head and releases the descriptors.
     """
 
     def __init__(self, path: Path, *, max_bytes: int | None = None, keep: int | None = None,
-                 keys: AuditKeys | None = None, sink: Sink | None = None) -> None:
+                 keys: AuditKeys | None = None, sink: Sink | None = None, clock: Clock = utcnow) -> None:
         if max_bytes is not None and max_bytes < 1:
             raise UsageError(f"audit.max_bytes must be a positive number of bytes, got {max_bytes}")
         if keep is not None and keep < 1:
@@ -111,7 +113,7 @@ class AuditLog:
         self._fd_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file self._fd points to
         self._seen: tuple[int, int, int, int] | None = None  # _key() after our last write, for _head/_seq
         self._head, self._seq = GENESIS, 0
-        self.keys, self.sink = keys, sink
+        self.keys, self.sink, self.clock = keys, sink, clock
         self._head_kid: str | None = None  # kid and log id of the head record (None: unkeyed or empty)
         self._log_id: str | None = None
         self._written: tuple[str, int, str] | None = None  # (log, seq, hash) of our last keyed append
@@ -263,7 +265,7 @@ class AuditLog:
         body = {
             **record,
             "seq": self._seq + 1,
-            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "ts": self.clock().astimezone(UTC).isoformat(timespec="microseconds"),
             "prev": self._head,
         }
         key: bytes | None = None

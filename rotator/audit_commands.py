@@ -50,15 +50,16 @@ def verify_command(state: Any, path: str | None, expect_head: str | None, allow_
         raise UsageError(f"{target}: no audit log here")
     keys: dict[str, bytes] | None = None
     anchors: dict[str, Any] = {}
+    superseded: dict[str, Any] = {}
     if manifest is not None:
         providers = manifest.build_providers()
         try:
             audit_keys = audit_keys_for(manifest, providers)
             anchors = audit_keys.anchors()
-            keys = audit_keys.known()
+            keys, superseded = audit_keys.known(), audit_keys.superseded()
         finally:
             providers.close()
-    result = verify(target, keys or None, anchors=anchors, expect_head=head,
+    result = verify(target, keys or None, anchors=anchors, expect_head=head, superseded=superseded,
                     require_keyed=bool(keys) and not allow_unkeyed)
     if output == "json":
         from rotator._output import emit_json

@@ -5,7 +5,9 @@ default provider (or ``audit.key_provider``), never next to the log, so a writer
 alone cannot recompute the chain. Its current value is a JSON bundle of *every* audit key ever used, oldest
 first (``{"v": 1, "keys": [[kid, base64 key], ...]}``); the newest one signs. Rotating the key stages a bundle
 with one more key and promotes it, so no old key is ever lost even on backends that purge old versions
-(AWS keeps one retired version) and old records stay verifiable forever.
+(AWS keeps one retired version) and old records stay verifiable forever. Each key carries its creation
+time: a record signed with a key more than ``KEY_LAG`` after its successor was created is refused by verify,
+so a leaked old key cannot forge records written after a rotation (writers re-read keys every ``REFRESH``).
 
 The keyset's metadata holds ``audit_anchors``: for each of the most recently written logs (``_MAX_ANCHORS``)
 the head (``seq``, the first 32 hex digits of its hash) at the end of the last run or daemon pass. Writing
@@ -18,27 +20,31 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from rotator._audit_chain import KEY_LAG
 from rotator.clock import Clock, utcnow
 from rotator.errors import BackendUnavailable, ConflictError, ManifestError, UsageError
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.provider import Provider, SecretRef
 
-__all__ = ["DEFAULT_KEY_PATH", "Anchor", "AuditKeys"]
+__all__ = ["DEFAULT_KEY_PATH", "KEY_LAG", "REFRESH", "Anchor", "AuditKeys", "audit_keys_for"]
 
 DEFAULT_KEY_PATH = "_rotator/audit-key"
 ANCHORS = "audit_anchors"
 _MAX_ANCHORS = 8
 _ANCHOR_HASH = 32  # hex digits kept per anchor: 128 bits, short enough for AWS tags
 _RETRIES = 5
+REFRESH = timedelta(hours=1)  # writers re-read the keys at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,29 +59,33 @@ class Anchor:
         return full_hash.startswith(self.hash) and len(self.hash) >= 16
 
 
-def _bundle(keyset: Keyset | None) -> list[tuple[str, bytes]]:
+_Entry = tuple[str, bytes, str]  # key id, key, creation time (ISO)
+
+
+def _bundle(keyset: Keyset | None) -> list[_Entry]:
     """Every key of every version's bundle, oldest first; the current version's order wins."""
     if keyset is None:
         return []
-    order: dict[str, bytes] = {}
+    order: dict[str, _Entry] = {}
     ranked = sorted(keyset.versions, key=lambda v: v.state is not State.CURRENT)
     for version in ranked:
         if version.value is None:
             continue
         try:
             data = json.loads(version.value.reveal())
-            pairs = [(str(kid), base64.b64decode(key, validate=True)) for kid, key in data["keys"]]
+            entries = [(str(kid), base64.b64decode(key, validate=True), str(created))
+                       for kid, key, created in data["keys"]]
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise BackendUnavailable(f"{keyset.name}: the stored value is not a rotator audit key bundle",
                                      transient=False) from exc
-        for kid, key in pairs:
-            order.setdefault(kid, key)
-    return list(order.items())
+        for entry in entries:
+            order.setdefault(entry[0], entry)
+    return list(order.values())
 
 
-def _encode_bundle(keys: list[tuple[str, bytes]]) -> SecretValue:
-    return SecretValue(json.dumps({"v": 1, "keys": [[kid, base64.b64encode(k).decode()] for kid, k in keys]},
-                                  separators=(",", ":")))
+def _encode_bundle(keys: list[_Entry]) -> SecretValue:
+    body = {"v": 1, "keys": [[kid, base64.b64encode(k).decode(), created] for kid, k, created in keys]}
+    return SecretValue(json.dumps(body, separators=(",", ":")))
 
 
 def _new_kid(count: int) -> str:
@@ -90,12 +100,16 @@ class AuditKeys:
         self._lock = threading.Lock()
         self._keyset: Keyset | None = None
         self._keys: dict[str, bytes] = {}
-        self._loaded = False
+        self._superseded: dict[str, str] = {}
+        self._loaded, self._loaded_at = False, 0.0
 
     # --- reading ----------------------------------------------------------------------------------------
 
     def _set(self, keyset: Keyset | None) -> None:
-        self._keyset, self._keys, self._loaded = keyset, dict(_bundle(keyset)), True
+        entries = _bundle(keyset)
+        self._keyset, self._loaded, self._loaded_at = keyset, True, time.monotonic()
+        self._keys = {kid: key for kid, key, _ in entries}
+        self._superseded = {old[0]: new[2] for old, new in itertools.pairwise(entries)}
 
     def refresh(self) -> None:
         """Read the keyset again (another process may have rotated the key)."""
@@ -109,11 +123,20 @@ class AuditKeys:
                 self._set(self.provider.read(self.ref))
             return dict(self._keys)
 
-    def exists(self) -> bool:
-        return bool(self.known())
+    def superseded(self) -> dict[str, datetime]:
+        """For each key that is no longer the newest: when its successor was created."""
+        self.known()
+        with self._lock:
+            return {kid: datetime.fromisoformat(at) for kid, at in self._superseded.items()}
 
     def signing(self, *, create: bool) -> tuple[str, bytes]:
-        """The newest key (id, bytes); created on first use when ``create``, else missing is an error."""
+        """The newest key (id, bytes); created on first use when ``create``, else missing is an error.
+
+        Re-read at least every ``REFRESH`` so a key rotated by another process is picked up well inside
+        ``KEY_LAG`` (after which verify refuses records signed with the old key).
+        """
+        if self._loaded and time.monotonic() - self._loaded_at > REFRESH.total_seconds():
+            self.refresh()
         keys = self.known()
         if not keys:
             if not create:
@@ -127,7 +150,7 @@ class AuditKeys:
 
     def _create(self) -> dict[str, bytes]:
         now = self.clock()
-        first = [(_new_kid(0), secrets.token_bytes(32))]
+        first = [(_new_kid(0), secrets.token_bytes(32), now.isoformat())]
         version = KeyVersion(id=uuid.uuid4().hex, state=State.CURRENT, created_at=now, promoted_at=now,
                              value=_encode_bundle(first), actor="rotator-audit")
         try:
@@ -154,7 +177,7 @@ class AuditKeys:
                 kid = _new_kid(len(keys))
                 now = self.clock()
                 version = KeyVersion(id=uuid.uuid4().hex, state=State.PENDING, created_at=now,
-                                     value=_encode_bundle([*keys, (kid, secrets.token_bytes(32))]),
+                                     value=_encode_bundle([*keys, (kid, secrets.token_bytes(32), now.isoformat())]),
                                      attempt=uuid.uuid4().hex, actor="rotator-audit")
                 staged = self.provider.stage(self.ref, keyset, version)
                 pending = staged.pending
@@ -193,8 +216,10 @@ class AuditKeys:
             old = found.get(log)
             if old is not None and old.seq >= seq:
                 return  # someone anchored this log as far already
-            found[log] = Anchor(seq, full_hash[:_ANCHOR_HASH], self.clock().isoformat(timespec="seconds"))
-            kept = dict(sorted(found.items(), key=lambda kv: kv[1].at, reverse=True)[:_MAX_ANCHORS])
+            found.pop(log, None)
+            others = sorted(found.items(), key=lambda kv: kv[1].at, reverse=True)[: _MAX_ANCHORS - 1]
+            kept = {log: Anchor(seq, full_hash[:_ANCHOR_HASH], self.clock().isoformat(timespec="seconds")),
+                    **dict(others)}  # this log, then the most recently anchored others
             value = {k: [a.seq, a.hash, a.at] for k, a in kept.items()}
             try:
                 stored = self.provider.update_meta(self.ref, keyset, {ANCHORS: value})

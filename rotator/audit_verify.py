@@ -6,7 +6,8 @@
    keys existed, HMAC-SHA256 under the key ``kid`` names for keyed ones; ``prev`` and ``seq`` link each
    record to the one before (an edited, deleted, inserted or reordered line is named);
 2. once a keyed record appears every later one is keyed, with the same ``log`` id and a key no older than
-   the one before (a rewrite with plain SHA-256 or with a retired, possibly leaked key is refused);
+   the one before, and no key signs more than ``KEY_LAG`` after its successor was created; ``ts`` never
+   goes back by more than ``TS_SLACK`` (a rewrite with plain SHA-256 or a retired, leaked key is refused);
 3. the checkpoint ``<path>.head`` (HMAC'd) names a record of the chain and the log reaches it: a log cut
    off at the end, or rewritten after its checkpoint, fails; a keyed log without a checkpoint fails;
 4. the backend anchor of this log (written once per run/pass) names a record of the chain and the log
@@ -25,10 +26,21 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from rotator._audit_chain import GENESIS, Checkpoint, chain_files, digest, lock_file, parse_line, read_checkpoint
+from rotator._audit_chain import (
+    GENESIS,
+    KEY_LAG,
+    TS_SLACK,
+    Checkpoint,
+    chain_files,
+    digest,
+    lock_file,
+    parse_line,
+    read_checkpoint,
+)
 from rotator.errors import OperationFailed
 
 if TYPE_CHECKING:
@@ -64,6 +76,7 @@ class _Walk:
 
     keys: Mapping[str, bytes] | None
     wanted: set[int]
+    superseded: Mapping[str, datetime]
     head: str | None = None
     seq: int = 0
     count: int = 0
@@ -72,11 +85,18 @@ class _Walk:
     kid: str | None = None
     log: str | None = None
     seen: dict[int, str] = field(default_factory=dict)
+    ts: datetime | None = None
 
     def check(self, obj: dict[str, Any], at_active_start: bool) -> str:
         """Why ``obj`` does not continue the chain ('' when it does)."""
         kid = obj.get("kid")
         key = None
+        try:
+            ts = datetime.fromisoformat(str(obj.get("ts")))
+        except ValueError:
+            return "missing or malformed ts"
+        if self.ts is not None and ts < self.ts - TS_SLACK:
+            return f"ts {obj.get('ts')} goes back from the record before (rewritten?)"
         if kid is None:
             if self.kid is not None:
                 return "an unkeyed record after keyed ones (rewritten without the audit key?)"
@@ -93,6 +113,9 @@ class _Walk:
             if self.log is not None and obj.get("log") != self.log:
                 return f"log id '{obj.get('log')}' differs from '{self.log}' of the records before (spliced logs?)"
             key = self.keys[kid]
+            if kid in self.superseded and ts > self.superseded[kid] + KEY_LAG:
+                return (f"signed with audit key '{kid}' at {obj.get('ts')}, more than {KEY_LAG} after the next "
+                        "key replaced it (forged with a retired key?)")
         body = {k: v for k, v in obj.items() if k != "hash"}
         if not hmac.compare_digest(digest(body, key), obj["hash"]):
             return ("content does not match its HMAC (the line was edited)" if key is not None
@@ -111,7 +134,7 @@ class _Walk:
                 return "prev does not match the previous record's hash (a record was deleted, inserted or reordered)"
             if obj["seq"] != self.seq + 1:
                 return f"seq {obj['seq']} does not follow {self.seq}"
-        self.head, self.seq = obj["hash"], obj["seq"]
+        self.head, self.seq, self.ts = obj["hash"], obj["seq"], ts
         if kid is not None:
             self.kid, self.log = kid, obj["log"]
         if self.seq in self.wanted:
@@ -158,31 +181,33 @@ def _snapshot(path: Path) -> Iterator[tuple[list[tuple[Path, BinaryIO, int]], An
 
 
 def verify(path: Path, keys: Mapping[str, bytes] | None = None, *, anchors: Mapping[str, Anchor] | None = None,
-           expect_head: tuple[int, str] | None = None, require_keyed: bool = False) -> VerifyResult:
+           expect_head: tuple[int, str] | None = None, require_keyed: bool = False,
+           superseded: Mapping[str, datetime] | None = None) -> VerifyResult:
     """Check the log at ``path`` (see the module docstring).
 
     ``keys`` are the audit keys by id, oldest first (from :class:`rotator.audit_key.AuditKeys`); ``anchors``
-    the backend anchors by log id. ``require_keyed`` fails a log that has no keyed record (the backend holds
-    an audit key, so every log written since should be keyed).
+    the backend anchors by log id; ``superseded`` when each replaced key's successor was created.
+    ``require_keyed`` fails a log that has no keyed record (the backend holds an audit key, so every log
+    written since should be keyed).
     """
     path = Path(path)
     try:
         with _snapshot(path) as (files, checkpoint):
-            return _verify(path, files, checkpoint, keys, anchors or {}, expect_head, require_keyed)
+            walk = _Walk(keys, set(), superseded or {})
+            return _verify(path, files, checkpoint, walk, anchors or {}, expect_head, require_keyed)
     except OSError as exc:
         raise OperationFailed(f"cannot read the audit log {path}: {exc.strerror or exc}") from exc
 
 
-def _verify(path: Path, files: list[tuple[Path, BinaryIO, int]], checkpoint: Any, keys: Mapping[str, bytes] | None,
+def _verify(path: Path, files: list[tuple[Path, BinaryIO, int]], checkpoint: Any, walk: _Walk,
             anchors: Mapping[str, Anchor], expect_head: tuple[int, str] | None, require_keyed: bool) -> VerifyResult:
     if not files:
         return VerifyResult(False, 0, None, f"no audit log at {path}", path, None)
-    wanted = {a.seq for a in anchors.values()}
+    walk.wanted.update(a.seq for a in anchors.values())
     if isinstance(checkpoint, tuple) and checkpoint[0] is not None:
-        wanted.add(checkpoint[0].seq)
+        walk.wanted.add(checkpoint[0].seq)
     if expect_head is not None:
-        wanted.add(expect_head[0])
-    walk = _Walk(keys, wanted)
+        walk.wanted.add(expect_head[0])
 
     def result(error: str | None = None, where: Path | None = None, lineno: int | None = None,
                checked: tuple[str, ...] = ()) -> VerifyResult:
@@ -200,7 +225,7 @@ def _verify(path: Path, files: list[tuple[Path, BinaryIO, int]], checkpoint: Any
         if lines[-1]:
             return result(f"{where}:{len(lines)}: truncated last line (no newline)", where, len(lines))
     checked: list[str] = []
-    why = _heads(path, walk, checkpoint, keys, anchors, expect_head, require_keyed, checked)
+    why = _heads(path, walk, checkpoint, walk.keys, anchors, expect_head, require_keyed, checked)
     return result(why or None, path if why else None, None, tuple(checked))
 
 

@@ -258,7 +258,8 @@ def _check_audit(path: Path, keys: AuditKeys | None) -> AuditCheck:
     try:
         anchors = keys.anchors() if keys is not None else {}
         known = keys.known() if keys is not None else {}
-        result = verify(path, known or None, anchors=anchors, require_keyed=bool(known))
+        result = verify(path, known or None, anchors=anchors, require_keyed=bool(known),
+                        superseded=keys.superseded() if keys is not None else None)
     except ProviderError as exc:
         return AuditCheck(path, False, 0, None, _text(f"the audit key cannot be read: {exc.message}"))
     except OperationFailed as exc:
