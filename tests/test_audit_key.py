@@ -43,10 +43,11 @@ def test_created_on_first_use_only_when_allowed(store: str) -> None:
     """No key until a writer of an unkeyed log asks; a keyed log's writer never creates one."""
     keys = _keys(store)
     assert keys.known() == {}
-    with pytest.raises(BackendUnavailable, match="missing .* although the audit log is keyed"):
+    with pytest.raises(BackendUnavailable, match=r"missing .* although the audit log is keyed"):
         keys.signing(create=False)
     kid, key = keys.signing(create=True)
-    assert len(key) == 32 and kid.startswith("k1-")
+    assert len(key) == 32
+    assert kid.startswith("k1-")
     assert _keys(store).signing(create=False) == (kid, key)
 
 
@@ -73,14 +74,16 @@ def test_interrupted_rotation_is_discarded(store: str) -> None:
     keys.signing(create=True)
     provider = MemoryProvider(name=store)
     keyset = provider.read(REF)
-    assert keyset is not None and keyset.current is not None
+    assert keyset is not None
+    assert keyset.current is not None
     from rotator.keyset import KeyVersion, State
 
     provider.stage(REF, keyset, KeyVersion(id="crashed", state=State.PENDING, created_at=keyset.current.created_at,
                                            value=keyset.current.value))
     kid = keys.rotate()
     stored = provider.read(REF)
-    assert stored is not None and stored.pending is None
+    assert stored is not None
+    assert stored.pending is None
     assert "crashed" not in {v.id for v in stored.versions}
     assert list(keys.known())[-1] == kid
 
@@ -92,7 +95,8 @@ def test_anchors_are_bounded_and_never_move_back(store: str) -> None:
     for i in range(10):
         keys.anchor(f"log{i}", i + 1, f"{i:x}" * 64)
     anchors = keys.anchors()
-    assert len(anchors) == 8 and "log9" in anchors
+    assert len(anchors) == 8
+    assert "log9" in anchors
     keys.anchor("log9", 3, "ab" * 32)
     assert keys.anchors()["log9"].seq == 10
 
@@ -174,7 +178,7 @@ def test_manifest_reserved_path_and_unknown_provider(tmp_path: Path) -> None:
         audit_keys_for(loaded, loaded.build_providers())
     manifest.write_text("version: 1\nproviders: {m: {type: memory}}\naudit: {key_provider: nope}\n")
     loaded = load_manifest(manifest)
-    with pytest.raises(ManifestError, match="audit.key_provider: unknown provider 'nope'"):
+    with pytest.raises(ManifestError, match=r"audit\.key_provider: unknown provider 'nope'"):
         audit_keys_for(loaded, loaded.build_providers())
 
 

@@ -158,7 +158,9 @@ def test_env_overrides_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROTATOR_AUDIT_SINK", raising=False)
     assert parse_sink(None) is None
     configured = parse_sink("udp://127.0.0.1:514")
-    assert configured is not None and configured.url == "udp://127.0.0.1:514"
+    assert configured is not None
+    assert configured.url == "udp://127.0.0.1:514"
     monkeypatch.setenv("ROTATOR_AUDIT_SINK", "tcp://127.0.0.1:601")
     chosen = parse_sink("udp://127.0.0.1:514")
-    assert chosen is not None and chosen.url == "tcp://127.0.0.1:601"
+    assert chosen is not None
+    assert chosen.url == "tcp://127.0.0.1:601"
