@@ -235,7 +235,8 @@ def test_unkeyed_log_migrates(log_path: Path, keys: AuditKeys) -> None:
     assert records[3]["prev"] == legacy[-1]
     assert records[3]["seq"] == 4
     result = _check(log_path, keys)
-    assert result.ok and result.keyed and result.seq == 5, result.error
+    assert result.ok, result.error
+    assert (result.keyed, result.seq) == (True, 5)
     records[1]["i"] = 99  # the unkeyed prefix is covered too: the keyed record after it chains its hash
     lines = log_path.read_bytes().splitlines(keepends=True)
     log_path.write_bytes(_rechain(records[:3]) + b"".join(lines[3:]))
