@@ -93,7 +93,7 @@ def rotate_key(state: Any) -> None:
         rt.bus.emit(Event(type=EventType.AUDIT_KEY_ROTATED, secret=keys.ref.path, provider=keys.where.split(":")[0],
                           at=rt.engine.clock(), actor=rt.engine.actor, correlation_id=new_correlation_id(),
                           reason="audit key rotated",
-                          details={"kid": kid, "previous_kid": before[-1] if before else None}))
+                          details={"new_kid": kid, "previous_kid": before[-1] if before else None}))
     finally:
         rt.close()
     click.echo(f"audit key rotated: new records are signed with '{kid}' ({len(before) + 1} keys kept at "
