@@ -27,11 +27,30 @@ def parse_head(text: str | None) -> tuple[int, str] | None:
     return int(match.group(1)), match.group(2)
 
 
-def verify_command(state: Any, path: str | None, expect_head: str | None, allow_unkeyed: bool, output: str) -> int:
-    """Verify the log; 0 and the head ``SEQ:HASH`` on success, 1 and one line naming the problem otherwise.
+def _targets(paths: tuple[str, ...], manifest: Any) -> list[Path]:
+    """The logs to verify: each PATH (a folder means every ``*.jsonl`` in it), else the manifest's log."""
+    if not paths:
+        return [manifest.audit_path if manifest is not None
+                else Path(os.environ.get("ROTATOR_AUDIT_LOG") or ".rotator/audit.jsonl")]
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            logs = sorted(path.glob("*.jsonl"))
+            if not logs:
+                raise UsageError(f"{path}: no audit log (*.jsonl) in this folder")
+            found += logs
+        else:
+            found.append(path)
+    return found
+
+
+def verify_command(state: Any, paths: tuple[str, ...], expect_head: str | None, allow_unkeyed: bool,
+                   output: str) -> int:
+    """Verify each log; 0 and its head ``SEQ:HASH`` on success, 1 and one line per broken log otherwise.
 
     With a manifest the audit keys and the backend anchors are read from its key provider (exit 4 if that
-    backend cannot be read); without one (a bare ``PATH``) only unkeyed logs can verify.
+    backend cannot be read); without one (bare PATHs) only unkeyed logs can verify.
     """
     from rotator.audit_key import audit_keys_for
     from rotator.audit_verify import verify
@@ -40,14 +59,15 @@ def verify_command(state: Any, path: str | None, expect_head: str | None, allow_
     try:
         manifest = state.manifest()
     except RotatorError:
-        if path is None and state.manifest_arg is not None:
+        if not paths and state.manifest_arg is not None:
             raise
         manifest = None
-    target = Path(path) if path is not None else (
-        manifest.audit_path if manifest is not None
-        else Path(os.environ.get("ROTATOR_AUDIT_LOG") or ".rotator/audit.jsonl"))
-    if not target.exists():
-        raise UsageError(f"{target}: no audit log here")
+    targets = _targets(paths, manifest)
+    if head is not None and len(targets) != 1:
+        raise UsageError(f"--expect-head names the head of one log; {len(targets)} logs given")
+    for target in targets:
+        if not target.exists():
+            raise UsageError(f"{target}: no audit log here")
     keys: dict[str, bytes] | None = None
     anchors: dict[str, Any] = {}
     superseded: dict[str, Any] = {}
@@ -59,23 +79,24 @@ def verify_command(state: Any, path: str | None, expect_head: str | None, allow_
             keys, superseded = audit_keys.known(), audit_keys.superseded()
         finally:
             providers.close()
-    result = verify(target, keys or None, anchors=anchors, expect_head=head, superseded=superseded,
-                    require_keyed=bool(keys) and not allow_unkeyed)
+    results = [(target, verify(target, keys or None, anchors=anchors, expect_head=head, superseded=superseded,
+                               require_keyed=bool(keys) and not allow_unkeyed)) for target in targets]
     if output == "json":
         from rotator._output import emit_json
 
-        emit_json({"log": str(target), "ok": result.ok, "records": result.records, "keyed": result.keyed,
-                   "head": f"{result.seq}:{result.head}" if result.head else None, "checked": list(result.checked),
-                   "error": result.error})
-    if result.ok:
-        if output != "json":
+        emit_json({"ok": all(r.ok for _, r in results), "logs": [
+            {"log": str(t), "ok": r.ok, "records": r.records, "keyed": r.keyed,
+             "head": f"{r.seq}:{r.head}" if r.head else None, "checked": list(r.checked), "error": r.error}
+            for t, r in results]})
+    for target, result in results:
+        if not result.ok:
+            click.echo(f"audit chain broken: {result.error}", err=True)
+        elif output != "json":
             checked = ", ".join(result.checked) or "chain only"
             kind = "keyed" if result.keyed else "UNKEYED (SHA-256 only)"
             click.echo(f"{target}: OK: {result.records} records, {kind}, checked {checked}; "
                        f"head {result.seq}:{result.head}")
-        return int(ExitCode.OK)
-    click.echo(f"audit chain broken: {result.error}", err=True)
-    return int(ExitCode.FAILED)
+    return int(ExitCode.OK if all(r.ok for _, r in results) else ExitCode.FAILED)
 
 
 def rotate_key(state: Any) -> None:

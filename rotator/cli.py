@@ -223,20 +223,22 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("path", required=False)
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("--expect-head", metavar="SEQ:HASH",
               help="A head an earlier verify printed: the log must still contain it (detects a cut-off end).")
 @click.option("--allow-unkeyed", is_flag=True, help="Accept a log with no keyed record (archived pre-key logs).")
 @click.option("-o", "--output", type=OUTPUT, default="table")
 @pass_state
-def audit_verify(state: _State, path: str | None, expect_head: str | None, allow_unkeyed: bool, output: str) -> None:
+def audit_verify(state: _State, paths: tuple[str, ...], expect_head: str | None, allow_unkeyed: bool,
+                 output: str) -> None:
     """Check the chain, its HMACs, the checkpoint and the backend anchor; print the head SEQ:HASH.
 
-    Exit 1 with one line naming the first broken line or the missing tail; 4 if the key backend is down.
+    PATH defaults to the manifest's log; a folder means every *.jsonl in it. Exit 1 with one line per
+    broken log naming the first bad line or the missing tail; 4 if the key backend cannot be read.
     """
     from rotator.audit_commands import verify_command
 
-    sys.exit(verify_command(state, path, expect_head, allow_unkeyed, output))
+    sys.exit(verify_command(state, paths, expect_head, allow_unkeyed, output))
 
 
 @audit.command("rotate-key")

@@ -61,8 +61,22 @@ def test_verify_prints_a_keyed_head(ws: Workspace) -> None:
     assert "keyed, checked checkpoint, backend anchor" in result.out
     as_json = ws.cli("audit", "verify", "-o", "json").json()
     assert as_json["ok"] is True
-    assert as_json["checked"] == ["checkpoint", "backend anchor"]
+    assert as_json["logs"][0]["checked"] == ["checkpoint", "backend anchor"]
     assert all("kid" in r and "log" in r for r in records)
+
+
+def test_a_folder_verifies_every_log_in_it(ws: Workspace) -> None:
+    """`audit verify DIR` (the weekly CronJob) checks each *.jsonl there; one broken log fails the run."""
+    other = ws.root / "audit-other.jsonl"
+    ws.cli("rotate", "--now", "api", env={"ROTATOR_AUDIT_LOG": str(other)})
+    result = ws.cli("audit", "verify", str(ws.root))
+    assert result.code == 0, result.err
+    assert result.out.count(": OK: ") == 2
+    other.write_text("".join(other.read_text().splitlines(keepends=True)[:-1]))
+    result = ws.cli("audit", "verify", str(ws.root))
+    assert result.code == 1
+    assert result.err.count("\n") == 1
+    assert "audit-other.jsonl" in result.err
 
 
 def test_truncated_tail_is_one_line_exit_1(ws: Workspace) -> None:
