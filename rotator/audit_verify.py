@@ -118,8 +118,8 @@ class _Walk:
                         "key replaced it (forged with a retired key?)")
         body = {k: v for k, v in obj.items() if k != "hash"}
         if not hmac.compare_digest(digest(body, key), obj["hash"]):
-            return ("content does not match its HMAC (the line was edited)" if key is not None
-                    else "content does not match its hash (the line was edited)")
+            return ("content does not match its hash (an HMAC under the audit key: the line was edited)"
+                    if key is not None else "content does not match its hash (the line was edited)")
         if self.head is None:  # the oldest surviving record
             if obj["prev"] == GENESIS:
                 if obj["seq"] != 1:
