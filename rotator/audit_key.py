@@ -12,8 +12,8 @@ so a leaked old key cannot forge records written after a rotation (writers re-re
 The keyset's metadata holds ``audit_anchors``: for each of the most recently written logs (``_MAX_ANCHORS``)
 the head (``seq``, the first 32 hex digits of its hash) at the end of the last run or daemon pass. Writing
 it costs one backend write, so it is done at most once per run/pass (:meth:`AuditKeys.anchor`).
-Only the normal provider protocol is used (``read``, ``create``, ``stage``, ``promote``, ``discard``,
-``update_meta``).
+Only the normal provider protocol is used: ``read`` and ``apply`` with ``Create``, ``Stage``, ``Promote``,
+``Discard`` and ``UpdateMeta`` transitions.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from rotator.clock import Clock, utcnow
 from rotator.errors import BackendUnavailable, ConflictError, ManifestError, UsageError
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.provider import Provider, SecretRef
+from rotator.transitions import Create, Discard, Promote, Stage, UpdateMeta
 
 __all__ = ["DEFAULT_KEY_PATH", "KEY_LAG", "REFRESH", "Anchor", "AuditKeys", "audit_keys_for"]
 
@@ -154,7 +155,7 @@ class AuditKeys:
         version = KeyVersion(id=uuid.uuid4().hex, state=State.CURRENT, created_at=now, promoted_at=now,
                              value=_encode_bundle(first), actor="rotator-audit")
         try:
-            created = self.provider.create(self.ref, version, {})
+            created = self.provider.apply(self.ref, None, Create(version, {}))
             with self._lock:
                 self._set(created if created.current is not None and created.current.value is not None
                           else self.provider.read(self.ref))
@@ -172,18 +173,19 @@ class AuditKeys:
                 raise UsageError(f"no audit key at {self.where} to rotate: the first audit record creates it")
             try:
                 if keyset.pending is not None:  # an interrupted rotation: its key was never used
-                    keyset = self.provider.discard(self.ref, keyset, keyset.pending.id)
+                    keyset = self.provider.apply(self.ref, keyset, Discard(keyset.pending.id))
                 keys = _bundle(keyset)
                 kid = _new_kid(len(keys))
                 now = self.clock()
                 version = KeyVersion(id=uuid.uuid4().hex, state=State.PENDING, created_at=now,
                                      value=_encode_bundle([*keys, (kid, secrets.token_bytes(32), now.isoformat())]),
                                      attempt=uuid.uuid4().hex, actor="rotator-audit")
-                staged = self.provider.stage(self.ref, keyset, version)
+                staged = self.provider.apply(self.ref, keyset, Stage(version))
                 pending = staged.pending
                 if pending is None:
                     raise BackendUnavailable(f"{self.where}: the staged audit key vanished", transient=True)
-                done = self.provider.promote(self.ref, staged, pending.id, now, timedelta(0), "audit key rotated")
+                promote = Promote(pending.id, now, timedelta(0), "audit key rotated")
+                done = self.provider.apply(self.ref, staged, promote)
             except ConflictError:
                 continue
             with self._lock:
@@ -222,7 +224,7 @@ class AuditKeys:
                     **dict(others)}  # this log, then the most recently anchored others
             value = {k: [a.seq, a.hash, a.at] for k, a in kept.items()}
             try:
-                stored = self.provider.update_meta(self.ref, keyset, {ANCHORS: value})
+                stored = self.provider.apply(self.ref, keyset, UpdateMeta({ANCHORS: value}))
             except ConflictError:
                 continue
             with self._lock:

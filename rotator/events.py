@@ -25,6 +25,7 @@ class EventType(StrEnum):
     """Event names: the contract's six (notifier filters use them), then audit-only steps and results."""
 
     UPCOMING = "rotation.upcoming"
+    OVERDUE = "rotation.overdue"  # a reminder-only (kind: manual) secret was not rotated by hand in time
     SUCCEEDED = "rotation.succeeded"
     FAILED = "rotation.failed"
     ROLLED_BACK = "rotation.rolled_back"
@@ -34,11 +35,12 @@ class EventType(StrEnum):
     ADOPTED = "secret.adopted"
     DISCARDED = "pending.discarded"
     AUDIT_KEY_ROTATED = "audit.key_rotated"
+    FREEZE_OVERRIDDEN = "freeze.overridden"
     # the result of one notification delivery (``"type": "notification"`` in the audit log)
     NOTIFIED = "notification.result"
 
 
-STEPS = frozenset({EventType.ADOPTED, EventType.DISCARDED, EventType.AUDIT_KEY_ROTATED})
+STEPS = frozenset({EventType.ADOPTED, EventType.DISCARDED, EventType.AUDIT_KEY_ROTATED, EventType.FREEZE_OVERRIDDEN})
 NOTIFIABLE = frozenset(EventType) - STEPS - {EventType.NOTIFIED}
 
 
