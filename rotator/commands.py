@@ -14,14 +14,14 @@ from rotator._output import SETTINGS, ago, emit, is_tty, print_table, stamp, whe
 from rotator.acks import acknowledged, waiting_for
 from rotator.app import Runtime
 from rotator.engine import Outcome, exit_code_for
-from rotator.errors import ExitCode, IllegalTransition, RotatorError, UsageError
+from rotator.errors import IllegalTransition, UsageError
 from rotator.keyset import Keyset, KeyVersion
 from rotator.keyset import rollback as rolled_back
 from rotator.manifest import SecretPolicy
 from rotator.plan import decide, last_rotation
 
 __all__ = ["history_rows", "plan_rows", "retire_one", "rollback_one", "run_and_report", "send_test", "single",
-           "status_rows", "verify_audit"]
+           "status_rows"]
 
 Ask = Callable[[str], None]  # asks the operator; returns only if they agreed (or nobody can be asked)
 
@@ -263,31 +263,6 @@ def history_rows(audit_path: Path, names: Sequence[str], output: str, *, single:
     columns = ["time", *([] if single else ["secret"]), "event", "actor", "new", "old", "reason"]
     print_table(f"history of {names[0]}" if single else "history", columns, rows, wrap={"time"},
                 prose={"reason"})
-
-
-def verify_audit(state: Any, path: str | None) -> int:
-    """``rotator audit verify``: 0 if the chain holds, 1 naming the first broken line."""
-    import os
-
-    from rotator.audit import verify
-
-    if path is None:
-        try:
-            target = state.manifest().audit_path
-        except RotatorError:
-            target = Path(os.environ.get("ROTATOR_AUDIT_LOG") or ".rotator/audit.jsonl")
-    else:
-        target = Path(path)
-    if not target.exists():
-        raise UsageError(f"{target}: no audit log here")
-    result = verify(target)
-    if result.ok:
-        click.echo(f"{target}: OK: {result.records} records, head {result.head}")
-        return int(ExitCode.OK)
-    where = f"{result.file or target}:{result.line}" if result.line else str(result.file or target)
-    why = (result.error or "").removeprefix(f"{where}: ")  # audit.verify names the place too: say it once
-    click.echo(f"{where}: audit chain broken: {why}", err=True)
-    return int(ExitCode.FAILED)
 
 
 def send_test(rt: Runtime, notifier: str) -> None:

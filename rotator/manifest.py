@@ -144,6 +144,9 @@ class AuditConfig(_Strict):
     path: str = ".rotator/audit.jsonl"
     max_bytes: int | None = Field(default=None, ge=4096)
     keep: int | None = Field(default=None, ge=1)
+    key_provider: str | None = None  # where the audit HMAC keys live (rotator.audit_key); default: defaults.provider
+    key_path: str = Field(default="_rotator/audit-key", min_length=1)
+    sink: str | None = None  # udp://, tcp:// (syslog) or file:// copy of every record; ROTATOR_AUDIT_SINK wins
 
 
 class ManifestModel(_Strict):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rotator._output import SETTINGS
-from rotator.cli._base import State, pass_state
+from rotator.cli._base import State, output_option, pass_state
 from rotator.cli._complete import SHELLS, complete_notifier, completion_script
 from rotator.cli._root import cli
 from rotator.errors import UsageError
@@ -76,20 +76,39 @@ def _duration(option: str, text: str) -> timedelta:
 
 @cli.group()
 def audit() -> None:
-    """The hash-chained audit log."""
+    """The keyed (HMAC) hash-chained audit log."""
 
 
 @audit.command("verify", epilog="""\b
 Examples:
   rotator audit verify
+  rotator audit verify --expect-head 1042:9f2c...   # a weekly job that remembers the last head
   rotator audit verify /var/lib/rotator/audit.jsonl""")
-@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+@click.option("--expect-head", metavar="SEQ:HASH",
+              help="A head an earlier verify printed: the log must still contain it (detects a cut-off end).")
+@click.option("--allow-unkeyed", is_flag=True, help="Accept a log with no keyed record (archived pre-key logs).")
+@output_option
 @pass_state
-def audit_verify(state: State, path: str | None) -> None:
-    """Check the hash chain; exit 1 naming the first broken line."""
-    from rotator.commands import verify_audit
+def audit_verify(state: State, paths: tuple[str, ...], expect_head: str | None, allow_unkeyed: bool,
+                 output: str) -> None:
+    """Check the chain, its HMACs, the checkpoint and the backend anchor; print the head SEQ:HASH.
 
-    sys.exit(verify_audit(state, path))
+    PATH defaults to the manifest's log; a folder means every *.jsonl in it. Exit 1 with one line per
+    broken log naming the first bad line or the missing tail; 4 if the key backend cannot be read.
+    """
+    from rotator.audit_commands import verify_command
+
+    sys.exit(verify_command(state, paths, expect_head, allow_unkeyed, output))
+
+
+@audit.command("rotate-key")
+@pass_state
+def audit_rotate_key(state: State) -> None:
+    """Make a new audit key the signing key; older keys are kept so old records still verify."""
+    from rotator.audit_commands import rotate_key
+
+    rotate_key(state)
 
 
 @cli.command(epilog="""Exit 1 when a secret is overdue or the audit chain does not verify, 4 when a backend
