@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 
+from rotator._paths import require_canonical
 from rotator._storefile import MASTER_KEY_ENV, StoreFiles, read_meta
 from rotator.errors import BackendUnavailable, ConflictError
 from rotator.keyset import Keyset, SecretValue, version_from_json, version_to_json
@@ -96,6 +97,7 @@ class LocalProvider(DocumentProvider):
     # --- Provider ----------------------------------------------------------------------------------------
 
     def read(self, ref: SecretRef) -> Keyset | None:
+        require_canonical(ref.path, ref.name, f"local store {self.path}")
         conn, aead = self._conn()
         try:
             row = conn.execute("SELECT revision, doc FROM keysets WHERE path = ?", (ref.path,)).fetchone()
@@ -168,6 +170,7 @@ class LocalProvider(DocumentProvider):
 
     def write(self, ref: SecretRef, expected: Keyset | None, new: Keyset) -> Keyset:
         """One ``BEGIN IMMEDIATE`` transaction: write the row only if its revision is still ``expected``'s."""
+        require_canonical(ref.path, ref.name, f"local store {self.path}")
         conn, aead = self._conn()
         known = self._sealed.get(ref.path, {})
         sealed: dict[str, _Sealed] = {}

@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
 
+from rotator._files import UnsafePath, read_bounded
 from rotator._manifest_errors import dotted, from_validation, where
+from rotator._paths import canonical, path_problem
 from rotator._yaml import Positions, load_yaml, without_env_values
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
@@ -33,6 +35,7 @@ Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet"]
 CharClass = Literal["lower", "upper", "digit", "symbol"]
 RetireMode = Literal["at_grace_end", "when_acknowledged"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # far above 10,000 secrets (about 1.5 MiB); bounds time and memory
 
 
 class _Strict(BaseModel):
@@ -194,12 +197,18 @@ class Manifest:
 
 
 def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Manifest:
-    """Read and validate a manifest; every problem is a ManifestError starting with ``file:line:col:``."""
+    """Read and validate a manifest; every problem is a ManifestError starting with ``file:line:col:``.
+
+    The file must be a regular file (a FIFO or device is refused before reading, so nothing hangs) of at
+    most :data:`MAX_MANIFEST_BYTES`.
+    """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_bounded(file, MAX_MANIFEST_BYTES, "manifest").decode("utf-8")
     except FileNotFoundError:
         raise ManifestError(f"{file}: manifest not found", hint="pass -f PATH or set ROTATOR_MANIFEST") from None
+    except UnsafePath as exc:
+        raise ManifestError(exc.message, hint="pass the path of a rotation.yaml file") from None
     except UnicodeDecodeError as exc:
         before = exc.object[: exc.start].decode("utf-8", "replace")
         line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
@@ -265,6 +274,7 @@ class _Checker:
         # a `cron` in defaults replaces the built-in `every: 90d` (writing both is an error, see _schedule)
         default_every = None if defaults.cron is not None else defaults.every
         out: dict[str, SecretPolicy] = {}
+        places: dict[tuple[str, str], str] = {}  # (provider, path) -> the secret stored there
         for i, spec in enumerate(model.secrets):
             at = ("secrets", i)
             if spec.name in out:
@@ -273,6 +283,15 @@ class _Checker:
             if provider not in model.providers:
                 known = ", ".join(model.providers) or "none"
                 raise self.fail((*at, "provider"), f"unknown provider '{provider}' (defined: {known})")
+            self._canonical((*at, "name"), spec.name)
+            if spec.path is not None:
+                self._canonical((*at, "path"), spec.path)
+            place = (provider, spec.path or spec.name)
+            if place in places:
+                raise self.fail((*at, "path" if spec.path else "name"),
+                                f"'{place[1]}' on provider '{provider}' is already where secret "
+                                f"'{places[place]}' is stored")
+            places[place] = spec.name
             self._schedule(at, spec)
             use_spec = spec.every is not None or spec.cron is not None
             schedule = Schedule(
@@ -310,6 +329,13 @@ class _Checker:
                 params=spec.generator_params(), retire=self._retire(at, spec, defaults),
             )
         return out
+
+    def _canonical(self, at: tuple[str | int, ...], path: str) -> None:
+        why = path_problem(path)
+        if why is not None:
+            better = canonical(path)
+            hint = f" (write '{better}')" if better else ""
+            raise self.fail(at, f"'{path}' is not a canonical secret path: {why}{hint}")
 
     def _retire(self, at: tuple[str | int, ...], spec: SecretSpec, defaults: Defaults) -> RetireMode:
         mode = spec.retire or defaults.retire or "at_grace_end"
