@@ -1,5 +1,5 @@
 """Hostile manifests are refused quickly with one line and exit 2: oversized files, FIFOs and devices, alias
-bombs, integers with huge digit counts. Speed is measured in benchmarks/bench_manifest_limits.py; here the
+bombs, integers with huge digit counts. Speed is measured in benchmarks/bench_worst_cases.py; here the
 subprocess timeouts only guard against a hang."""
 
 from __future__ import annotations
