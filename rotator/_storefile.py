@@ -115,7 +115,7 @@ class StoreFiles:
                 conn.close()
                 return None  # an empty database: treated like an empty file
             key = self.master_key(store_exists=True)
-            self.verify_key(key, check)
+            self.verify_key(AESGCM(key), check)
             self._check_marker(conn)
         except sqlite3.Error as exc:
             conn.close()
@@ -168,11 +168,11 @@ class StoreFiles:
         self._write_marker(store_id)
         return self.connect(), key
 
-    def verify_key(self, key: bytes, check: str | None) -> None:
-        """Prove ``key`` is the one the store was created with (before anything is read or written)."""
+    def verify_key(self, aead: AESGCM, check: str | None) -> None:
+        """Prove the cipher's key is the one the store was created with (before anything else is read)."""
         try:
             data = json.loads(check or "")
-            plain = AESGCM(key).decrypt(base64.b64decode(data["nonce"]), base64.b64decode(data["ct"]),
+            plain = aead.decrypt(base64.b64decode(data["nonce"]), base64.b64decode(data["ct"]),
                                         KEYCHECK_AD)
         except InvalidTag as exc:
             raise self._wrong_key() from exc

@@ -202,9 +202,9 @@ class LocalProvider(DocumentProvider):
 
     def check(self) -> None:
         """Open the store (creating it if new) and prove the master key decrypts it."""
-        conn, _ = self._conn()
+        conn, aead = self._conn()
         try:
-            read_meta(conn, "keycheck")
+            self._files.verify_key(aead, read_meta(conn, "keycheck"))
         except sqlite3.Error as exc:
             raise self._unavailable("cannot read the key check", exc) from exc
 
