@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rotator.errors import ManifestError
 
-__all__ = ["canonical", "path_problem", "require_canonical"]
+__all__ = ["canonical", "explain", "path_problem", "require_canonical"]
 
 
 def path_problem(path: str) -> str | None:
@@ -40,6 +40,15 @@ def canonical(path: str) -> str | None:
     if ".." in segments or not segments:
         return None
     return "/".join(segments)
+
+
+def explain(path: str) -> str | None:
+    """A manifest message for a non-canonical ``path`` (with its canonical spelling, if any); None if fine."""
+    why = path_problem(path)
+    if why is None:
+        return None
+    better = canonical(path)
+    return f"'{path}' is not a canonical secret path: {why}" + (f" (write '{better}')" if better else "")
 
 
 def require_canonical(path: str, name: str, where: str) -> str:

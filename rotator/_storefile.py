@@ -163,6 +163,8 @@ class StoreFiles:
         finally:
             conn.close()
         inspect(self.path, "local store")  # an empty file may be replaced; a planted link may not
+        for suffix in ("-wal", "-shm"):  # left by an empty database: they would not match the new file
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
         os.replace(self.creating, self.path)
         fsync_folder(self.path.parent)
         self._write_marker(store_id)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from rotator._files import UnsafePath, read_bounded
 from rotator._manifest_errors import dotted, from_validation, where
-from rotator._paths import canonical, path_problem
+from rotator._paths import explain
 from rotator._yaml import Positions, load_yaml, without_env_values
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
@@ -283,9 +283,9 @@ class _Checker:
             if provider not in model.providers:
                 known = ", ".join(model.providers) or "none"
                 raise self.fail((*at, "provider"), f"unknown provider '{provider}' (defined: {known})")
-            self._canonical((*at, "name"), spec.name)
-            if spec.path is not None:
-                self._canonical((*at, "path"), spec.path)
+            for key, value in (("name", spec.name), ("path", spec.path)):
+                if value is not None and (problem := explain(value)) is not None:
+                    raise self.fail((*at, key), problem)
             place = (provider, spec.path or spec.name)
             if place in places:
                 raise self.fail((*at, "path" if spec.path else "name"),
@@ -329,13 +329,6 @@ class _Checker:
                 params=spec.generator_params(), retire=self._retire(at, spec, defaults),
             )
         return out
-
-    def _canonical(self, at: tuple[str | int, ...], path: str) -> None:
-        why = path_problem(path)
-        if why is not None:
-            better = canonical(path)
-            hint = f" (write '{better}')" if better else ""
-            raise self.fail(at, f"'{path}' is not a canonical secret path: {why}{hint}")
 
     def _retire(self, at: tuple[str | int, ...], spec: SecretSpec, defaults: Defaults) -> RetireMode:
         mode = spec.retire or defaults.retire or "at_grace_end"

@@ -303,3 +303,24 @@ def test_cli_fresh_clone_still_just_runs(workspace: Workspace) -> None:
     assert result.code == 0, result.err
     assert "2 created" in result.out
     assert (workspace.root / ".rotator" / "store.db.marker").exists()
+
+
+def test_first_run_over_an_empty_database_with_stale_wal(open_store: Opener, tmp_path: Path) -> None:
+    """With no marker and no key file, an empty WAL-mode database (and its -wal/-shm) is replaced cleanly."""
+    import sqlite3
+
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    db = folder / "store.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    holder = sqlite3.connect(db)  # keeps the -wal and -shm files in place
+    holder.execute("PRAGMA user_version").fetchone()
+    provider = open_store()
+    provider.create(SecretRef(name="a", path="a"), make_version(State.CURRENT), {})
+    provider.close()
+    holder.close()
+    conn.close()
+    stored = open_store().read(SecretRef(name="a", path="a"))
+    assert stored is not None
+    assert stored.current is not None
