@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rotator.errors import ManifestError
 
-__all__ = ["canonical", "explain", "path_problem", "require_canonical"]
+__all__ = ["Places", "canonical", "explain", "path_problem", "require_canonical"]
 
 
 def path_problem(path: str) -> str | None:
@@ -60,3 +60,22 @@ def require_canonical(path: str, name: str, where: str) -> str:
                             hint="write the path in canonical form: segments joined by single '/', "
                                  "no '.' or '..'")
     return path
+
+
+class Places:
+    """The manifest's check: every name and path canonical, and one secret per (provider, path)."""
+
+    def __init__(self) -> None:
+        self.taken: dict[tuple[str, str], str] = {}  # (provider, path) -> the secret stored there
+
+    def claim(self, provider: str, name: str, path: str | None) -> tuple[str, str] | None:
+        """Record secret ``name``; or (the offending key, why) if it cannot have that place."""
+        for key, value in (("name", name), ("path", path)):
+            if value is not None and (problem := explain(value)) is not None:
+                return key, problem
+        place = (provider, path or name)
+        if place in self.taken:
+            return ("path" if path else "name",
+                    f"'{place[1]}' on provider '{provider}' is already where secret '{self.taken[place]}' is stored")
+        self.taken[place] = name
+        return None

@@ -10,13 +10,15 @@ import os
 import re
 from collections.abc import Mapping
 from itertools import accumulate
+from pathlib import Path as FilePath
 from typing import Any
 
 import yaml
 
+from rotator._files import UnsafePath, read_bounded
 from rotator.errors import ManifestError
 
-__all__ = ["Positions", "load_yaml", "without_env_values"]
+__all__ = ["Positions", "load_yaml", "read_manifest", "without_env_values"]
 
 Path = tuple[str | int, ...]
 Positions = dict[Path, tuple[int, int]]
@@ -31,6 +33,22 @@ _INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?")
 _BOOL = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 _NULL = {"", "~", "null"}
+
+
+def read_manifest(file: FilePath, limit: int) -> str:
+    """The text of a manifest file: a regular file (a FIFO or device is refused before reading, so nothing
+    hangs) of at most ``limit`` bytes, in UTF-8; every problem is a one-line ManifestError."""
+    try:
+        return read_bounded(file, limit, "manifest").decode("utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{file}: manifest not found", hint="pass -f PATH or set ROTATOR_MANIFEST") from None
+    except UnsafePath as exc:
+        raise ManifestError(exc.message, hint="pass the path of a rotation.yaml file") from None
+    except UnicodeDecodeError as exc:
+        before = exc.object[: exc.start].decode("utf-8", "replace")
+        raise ManifestError(f"{_at(file.name, before)}: not UTF-8 (byte {exc.object[exc.start]:#04x})") from None
+    except OSError as exc:
+        raise ManifestError(f"{file}: cannot read manifest: {exc}") from None
 
 
 def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) -> tuple[Any, Positions]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -13,15 +13,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
 
-from rotator._files import UnsafePath, read_bounded
 from rotator._manifest_errors import dotted, from_validation, where
-from rotator._paths import explain
-from rotator._yaml import Positions, load_yaml, without_env_values
+from rotator._manifest_targets import SecretTarget, bind, target_specs
+from rotator._paths import Places
+from rotator._yaml import Positions, load_yaml, read_manifest, without_env_values
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
+from rotator.keyset import SecretValue
 from rotator.notify.config import NotifierConfig
 from rotator.provider import Provider, ProviderSet, SecretRef, installed_providers, load_provider_class
 from rotator.schedule import DURATION_HELP, Schedule, check_cron, format_duration, parse_duration
+from rotator.target import Binding
+from rotator.targeting import TargetSet, TargetSpec
 
 __all__ = ["Manifest", "ManifestModel", "SecretPolicy", "SecretSpec", "load_manifest", "manifest_json_schema"]
 
@@ -67,6 +70,7 @@ class _Policy(_Strict):
     stale_pending_after: Duration | None = None
     rollback_window: Duration | None = None
     retire: RetireMode | None = None  # default at_grace_end; when_acknowledged needs `consumers`
+    keep_previous: int | None = Field(default=None, ge=1, le=10)  # previous values in grace at once (default 3)
 
 
 class Defaults(_Policy):
@@ -104,6 +108,7 @@ class SecretSpec(_Policy):
     post_check: PostCheckSpec | None = None
     auto_rollback: bool = False
     adopt: bool = False
+    target: SecretTarget | None = None  # change the credential where it is checked (rotator.targeting)
 
     def generator_params(self) -> GeneratorParams:
         extra: dict[str, Any] = {}
@@ -132,6 +137,7 @@ class ManifestModel(_Strict):
     defaults: Defaults = Defaults()
     providers: dict[str, dict[str, Any]] = {"local": {"type": "local"}}
     notifiers: dict[str, NotifierConfig] = {}
+    targets: dict[str, dict[str, Any]] = {}
     audit: AuditConfig = AuditConfig()
     secrets: list[SecretSpec] = []
 
@@ -151,6 +157,8 @@ class SecretPolicy:
     rollback_window: timedelta
     params: GeneratorParams
     retire: RetireMode = "at_grace_end"  # when_acknowledged: as soon as every consumer moved (rotator.acks)
+    binding: Binding | None = None  # the target this secret's credential is changed on, if any
+    keep_previous: int = 3  # at most this many previous values in grace at once (the engine may lower it)
 
     @property
     def name(self) -> str:
@@ -167,6 +175,7 @@ class Manifest:
     provider_configs: dict[str, tuple[type[Provider], Any]]
     audit_path: Path
     positions: Positions = field(default_factory=dict, repr=False)
+    target_specs: dict[str, TargetSpec] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -195,26 +204,16 @@ class Manifest:
     def build_providers(self) -> ProviderSet:
         return ProviderSet(self.provider_configs, self.base_dir)
 
+    def build_targets(self, admin_reader: Callable[[str], Sequence[SecretValue]]) -> TargetSet:
+        """The targets this manifest names; ``admin_reader(secret)`` gives an admin secret's accepted values."""
+        return TargetSet(self.target_specs, self.base_dir, admin_reader)
+
 
 def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Manifest:
     """Read and validate a manifest; every problem is a ManifestError starting with ``file:line:col:``.
-
-    The file must be a regular file (a FIFO or device is refused before reading, so nothing hangs) of at
-    most :data:`MAX_MANIFEST_BYTES`.
-    """
+    The file must be a regular file of at most :data:`MAX_MANIFEST_BYTES` (see :func:`read_manifest`)."""
     file = Path(path)
-    try:
-        text = read_bounded(file, MAX_MANIFEST_BYTES, "manifest").decode("utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"{file}: manifest not found", hint="pass -f PATH or set ROTATOR_MANIFEST") from None
-    except UnsafePath as exc:
-        raise ManifestError(exc.message, hint="pass the path of a rotation.yaml file") from None
-    except UnicodeDecodeError as exc:
-        before = exc.object[: exc.start].decode("utf-8", "replace")
-        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
-        raise ManifestError(f"{file.name}:{line}:{column}: not UTF-8 (byte {exc.object[exc.start]:#04x})") from None
-    except OSError as exc:
-        raise ManifestError(f"{file}: cannot read manifest: {exc}") from None
+    text = read_manifest(file, MAX_MANIFEST_BYTES)
     return parse_manifest(text, file, env)
 
 
@@ -232,13 +231,16 @@ def parse_manifest(text: str, file: Path, env: Mapping[str, str] | None = None) 
             raise from_validation(exc, data, positions, label, _known_keys(), ()) from None
         check = _Checker(model, positions, label)
         provider_configs = check.providers(data)
+        check.target_specs = target_specs(
+            model.targets, {spec.name for spec in model.secrets}, check.fail,
+            lambda exc, loc: from_validation(exc, data, positions, label, _known_keys(), loc))
         secrets = check.secrets()
     except ManifestError as exc:  # a `${VAR}` value may be a credential: never echo it (e.g. "'x' is not ...")
         raise without_env_values(exc, text, environ) from None
     audit_path = Path(environ.get("ROTATOR_AUDIT_LOG") or model.audit.path)
     if not audit_path.is_absolute():
         audit_path = file.resolve().parent / audit_path
-    return Manifest(file.resolve(), model, secrets, provider_configs, audit_path, positions)
+    return Manifest(file.resolve(), model, secrets, provider_configs, audit_path, positions, check.target_specs)
 
 
 class _Checker:
@@ -246,6 +248,7 @@ class _Checker:
 
     def __init__(self, model: ManifestModel, positions: Positions, label: str) -> None:
         self.model, self.positions, self.label = model, positions, label
+        self.target_specs: dict[str, TargetSpec] = {}
 
     def fail(self, path: tuple[str | int, ...], why: str) -> ManifestError:
         return ManifestError(f"{where(self.label, self.positions, path)}: {dotted(path)}: {why}")
@@ -274,7 +277,7 @@ class _Checker:
         # a `cron` in defaults replaces the built-in `every: 90d` (writing both is an error, see _schedule)
         default_every = None if defaults.cron is not None else defaults.every
         out: dict[str, SecretPolicy] = {}
-        places: dict[tuple[str, str], str] = {}  # (provider, path) -> the secret stored there
+        places = Places()  # canonical names and paths, one secret per (provider, path)
         for i, spec in enumerate(model.secrets):
             at = ("secrets", i)
             if spec.name in out:
@@ -283,15 +286,8 @@ class _Checker:
             if provider not in model.providers:
                 known = ", ".join(model.providers) or "none"
                 raise self.fail((*at, "provider"), f"unknown provider '{provider}' (defined: {known})")
-            for key, value in (("name", spec.name), ("path", spec.path)):
-                if value is not None and (problem := explain(value)) is not None:
-                    raise self.fail((*at, key), problem)
-            place = (provider, spec.path or spec.name)
-            if place in places:
-                raise self.fail((*at, "path" if spec.path else "name"),
-                                f"'{place[1]}' on provider '{provider}' is already where secret "
-                                f"'{places[place]}' is stored")
-            places[place] = spec.name
+            if (problem := places.claim(provider, spec.name, spec.path)) is not None:
+                raise self.fail((*at, problem[0]), problem[1])
             self._schedule(at, spec)
             use_spec = spec.every is not None or spec.cron is not None
             schedule = Schedule(
@@ -319,6 +315,10 @@ class _Checker:
                 key = "notice" if spec.notice is not None else "every" if spec.every is not None else "cron"
                 raise self.fail((*at, key), f"notice lead time ({format_duration(notices[0])}) must be "
                                               f"shorter than the rotation interval ({format_duration(interval)})")
+            binding = None
+            if spec.target is not None:
+                binding = bind(spec.name, spec.target, self.target_specs, grace.total_seconds(), at, self.fail)
+            keep = spec.keep_previous or defaults.keep_previous or 3
             out[spec.name] = SecretPolicy(
                 spec=spec, provider=provider,
                 ref=SecretRef(spec.name, spec.path or spec.name, dict(spec.labels), spec.description),
@@ -327,6 +327,7 @@ class _Checker:
                                           timedelta(hours=1)),
                 rollback_window=_pick(spec.rollback_window, defaults.rollback_window, timedelta(hours=24)),
                 params=spec.generator_params(), retire=self._retire(at, spec, defaults),
+                binding=binding, keep_previous=keep,
             )
         return out
 
@@ -360,7 +361,7 @@ class _Checker:
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig):
+    for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig, SecretTarget):
         keys.update(model.model_fields)
     return keys
 
