@@ -10,13 +10,15 @@ import os
 import re
 from collections.abc import Mapping
 from itertools import accumulate
+from pathlib import Path as FilePath
 from typing import Any
 
 import yaml
 
+from rotator._files import UnsafePath, read_bounded
 from rotator.errors import ManifestError
 
-__all__ = ["Positions", "load_yaml", "without_env_values"]
+__all__ = ["Positions", "load_yaml", "read_manifest", "without_env_values"]
 
 Path = tuple[str | int, ...]
 Positions = dict[Path, tuple[int, int]]
@@ -31,6 +33,23 @@ _INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?")
 _BOOL = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 _NULL = {"", "~", "null"}
+
+
+def read_manifest(file: FilePath, limit: int) -> str:
+    """The text of a manifest file: a regular file (a FIFO or device is refused before reading, so nothing
+    hangs) of at most ``limit`` bytes, in UTF-8; every problem is a one-line ManifestError."""
+    try:
+        return read_bounded(file, limit, "manifest").decode("utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{file}: manifest not found (looked for {file.resolve()})",
+                            hint="pass -f PATH or set ROTATOR_MANIFEST") from None
+    except UnsafePath as exc:
+        raise ManifestError(exc.message, hint="pass the path of a rotation.yaml file") from None
+    except UnicodeDecodeError as exc:
+        before = exc.object[: exc.start].decode("utf-8", "replace")
+        raise ManifestError(f"{_at(file.name, before)}: not UTF-8 (byte {exc.object[exc.start]:#04x})") from None
+    except OSError as exc:
+        raise ManifestError(f"{file}: cannot read manifest: {exc}") from None
 
 
 def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) -> tuple[Any, Positions]:
@@ -63,9 +82,11 @@ def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) ->
     positions: Positions = {}
     if node is None:
         return None, positions
-    return _Builder(positions, filename, environ, budget=max(10_000, 4 * len(text))).build(node, ()), positions
+    return _Builder(positions, filename, environ).build(node, ()), positions
 
 
+_ALIAS_SLACK = 10_000  # aliases may add as many nodes as the document holds, plus this many
+_MAX_INT_DIGITS = 4300  # Python's own limit for int(str); a longer integer is refused with its position
 _C_DEPTH_LIMIT = 1000  # libyaml copes with 20,000 levels; real manifests use fewer than 10
 _MAX_DEPTH = 100
 _BRACKETS = re.compile(r"[\[\]{}]")
@@ -85,16 +106,29 @@ def _at(filename: str, before: str) -> str:
 
 
 class _Builder:
-    """One walk over the composed node graph; aliases are expanded, within a budget (no "billion laughs")."""
+    """One walk over the composed node graph; aliases are expanded, within a budget (no "billion laughs").
 
-    def __init__(self, positions: Positions, filename: str, env: Mapping[str, str], budget: int) -> None:
-        self.positions, self.filename, self.env, self.budget = positions, filename, env, budget
+    The budget is measured, not guessed from the text size: every node met a second time was reached through
+    an alias, and those repeats may not outnumber the distinct nodes seen so far by more than
+    :data:`_ALIAS_SLACK`. So aliases can at most about double a document, and a hostile one stops after a
+    few thousand nodes whatever its size.
+    """
+
+    def __init__(self, positions: Positions, filename: str, env: Mapping[str, str]) -> None:
+        self.positions, self.filename, self.env = positions, filename, env
         self.active: set[int] = set()  # collection nodes being built: meeting one again is a recursive alias
+        self.seen: set[int] = set()
+        self.repeats = 0
 
     def build(self, node: yaml.Node, path: Path) -> Any:
-        self.budget -= 1
-        if self.budget < 0:
-            raise ManifestError(f"{_where(self.filename, node)}: {_dotted(path)}: aliases expand to too much")
+        if id(node) in self.seen:
+            self.repeats += 1
+            if self.repeats > len(self.seen) + _ALIAS_SLACK:
+                raise ManifestError(
+                    f"{_where(self.filename, node)}: {_dotted(path)}: aliases expand to too much (at most as "
+                    f"many values as the document writes out, plus {_ALIAS_SLACK:,})")
+        else:
+            self.seen.add(id(node))
         if len(path) > _MAX_DEPTH:
             raise ManifestError(f"{_where(self.filename, node)}: nested more than {_MAX_DEPTH} levels deep")
         self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -138,7 +172,11 @@ def _scalar(node: yaml.Node, path: Path, filename: str, env: Mapping[str, str]) 
     if lowered in _BOOL:
         return _BOOL[lowered]
     if _INT.fullmatch(plain):
-        return int(plain.replace("_", ""))
+        digits = plain.replace("_", "")
+        if len(digits.lstrip("+-")) > _MAX_INT_DIGITS:
+            raise ManifestError(f"{_where(filename, node)}: {_dotted(path)}: integer has {len(digits):,} digits "
+                                f"(at most {_MAX_INT_DIGITS:,})")
+        return int(digits)
     if _FLOAT.fullmatch(plain) and any(c in plain for c in ".eE"):
         return float(plain.replace("_", ""))
     return _interpolate(value, node, path, filename, env)

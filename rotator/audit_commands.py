@@ -90,7 +90,11 @@ def verify_command(state: Any, paths: tuple[str, ...], expect_head: str | None, 
             for t, r in results]})
     for target, result in results:
         if not result.ok:
-            click.echo(f"audit chain broken: {result.error}", err=True)
+            # `path:line: audit chain broken: why` (the place once, first, as in every other error line)
+            place, sep, why = (result.error or "").partition(": ")
+            line = f"{place}: audit chain broken: {why}" if sep and ":" in place else \
+                f"{target}: audit chain broken: {result.error}"
+            click.echo(line, err=True)
         elif output != "json":
             checked = ", ".join(result.checked) or "chain only"
             kind = "keyed" if result.keyed else "UNKEYED (SHA-256 only)"

@@ -16,7 +16,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from rotator import _schedule_checks as _checks
 from rotator._manifest_errors import dotted, from_validation, where
 from rotator._manifest_targets import SecretTarget, bind, target_specs
-from rotator._yaml import Positions, load_yaml, without_env_values
+from rotator._paths import Places
+from rotator._yaml import Positions, load_yaml, read_manifest, without_env_values
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
 from rotator.keyset import SecretValue
@@ -39,6 +40,7 @@ Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet", "manua
 CharClass = Literal["lower", "upper", "digit", "symbol"]
 RetireMode = Literal["at_grace_end", "when_acknowledged"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # far above 10,000 secrets (about 1.5 MiB); bounds time and memory
 
 
 class _Strict(BaseModel):
@@ -229,19 +231,10 @@ class Manifest:
 
 
 def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Manifest:
-    """Read and validate a manifest; every problem is a ManifestError starting with ``file:line:col:``."""
+    """Read and validate a manifest; every problem is a ManifestError starting with ``file:line:col:``.
+    The file must be a regular file of at most :data:`MAX_MANIFEST_BYTES` (see :func:`read_manifest`)."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"{file}: manifest not found (looked for {file.resolve()})",
-                            hint="pass -f PATH or set ROTATOR_MANIFEST") from None
-    except UnicodeDecodeError as exc:
-        before = exc.object[: exc.start].decode("utf-8", "replace")
-        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
-        raise ManifestError(f"{file.name}:{line}:{column}: not UTF-8 (byte {exc.object[exc.start]:#04x})") from None
-    except OSError as exc:
-        raise ManifestError(f"{file}: cannot read manifest: {exc}") from None
+    text = read_manifest(file, MAX_MANIFEST_BYTES)
     return parse_manifest(text, file, env)
 
 
@@ -307,6 +300,7 @@ class _Checker:
         # a `cron` in defaults replaces the built-in `every: 90d` (writing both is an error, see _schedule)
         default_every = None if defaults.cron is not None else defaults.every
         out: dict[str, SecretPolicy] = {}
+        places = Places()  # canonical names and paths, one secret per (provider, path)
         for i, spec in enumerate(model.secrets):
             at = ("secrets", i)
             if spec.name in out:
@@ -315,6 +309,8 @@ class _Checker:
             if provider not in model.providers:
                 known = ", ".join(model.providers) or "none"
                 raise self.fail((*at, "provider"), f"unknown provider '{provider}' (defined: {known})")
+            if (problem := places.claim(provider, spec.name, spec.path)) is not None:
+                raise self.fail((*at, problem[0]), problem[1])
             self._schedule(at, spec)
             _checks.manual(self.fail, at, spec)
             use_spec = spec.every is not None or spec.cron is not None

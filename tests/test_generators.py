@@ -6,7 +6,6 @@ import ast
 import base64
 import inspect
 import string
-import time
 import zlib
 from collections import Counter
 from typing import Any
@@ -224,14 +223,13 @@ def test_api_key_body_characters_are_roughly_uniform() -> None:
     assert all(0.6 * expected < n < 1.4 * expected for n in counts.values())
 
 
-def test_hardest_password_policy_is_still_fast() -> None:
-    """Three one-character classes at length 8 (the worst rejection rate allowed) stay well below 10 ms."""
+def test_hardest_password_policy_still_meets_every_class() -> None:
+    """Three one-character classes at length 8 (the worst rejection rate allowed) always yield a value with
+    each class. Its speed against the default policy is measured in benchmarks/bench_worst_cases.py."""
     exclude = string.ascii_lowercase[1:] + string.digits[1:]
     params = GeneratorParams(kind="password", length=8, symbols="!", exclude=exclude)
-    start = time.perf_counter()
     values = [generate(params).value.reveal() for _ in range(20)]
-    assert (time.perf_counter() - start) / 20 < 0.01
-    assert all({"a", "0", "!"} <= set(v) for v in values)
+    assert all({"a", "0", "!"} <= set(v) and len(v) == 8 for v in values)
 
 
 @pytest.mark.parametrize(

@@ -364,3 +364,74 @@ def test_thread_pool_writers_share_one_provider(open_store: Opener) -> None:
     assert len(provider.list()) == 40
     with pytest.raises(ConflictError):
         provider.create(SecretRef(name="t0", path="t0"), make_version(State.CURRENT), {})
+
+
+# --- rows bound to their key (associated data) -------------------------------------------------------------
+
+
+def test_row_copied_onto_another_secret_fails(open_store: Opener, tmp_path: Path) -> None:
+    """The reported attack: one secret's whole encrypted document copied onto another secret's row must
+    not decrypt as the second secret (the associated data binds the row key, not the name inside)."""
+    provider = open_store()
+    source, victim = SecretRef(name="src", path="team/src"), SecretRef(name="dst", path="team/dst")
+    provider.create(source, make_version(State.CURRENT), {})
+    provider.create(victim, make_version(State.CURRENT), {})
+    provider.close()
+    db = tmp_path / "state" / "store.db"
+    docs = {path: doc for path, _, doc in _rows(db)}
+    for doc_change in (lambda doc: None, lambda doc: doc.update(name="dst")):
+        copied = json.loads(docs["team/src"])
+        doc_change(copied)
+        def replace(doc: dict[str, Any], new: dict[str, Any] = copied) -> None:
+            doc.clear()
+            doc.update(new)
+
+        _edit_doc(db, "team/dst", replace)
+        with pytest.raises(BackendUnavailable, match=r"cannot decrypt store: version .* of dst") as caught:
+            open_store().read(victim)
+        assert caught.value.exit_code == 4
+
+
+def _legacy(db: Path, key: bytes, path: str, name: str, value: str) -> None:
+    """Write a row as rotator before row format 2 did: associated data ``name\\0version id``, no format."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, value.encode(), f"{name}\0v1".encode())
+    version = {"id": "v1", "state": "current", "created_at": "2026-01-01T00:00:00+00:00",
+               "nonce": base64.b64encode(nonce).decode(), "ct": base64.b64encode(ct).decode()}
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO keysets (path, revision, doc) VALUES (?, 1, ?)",
+                 (path, json.dumps({"name": name, "meta": {}, "versions": [version]})))
+    conn.commit()
+    conn.close()
+
+
+def test_old_rows_are_read_once_and_resealed(open_store: Opener, tmp_path: Path) -> None:
+    """A row in the old format decrypts, is rewritten in format 2 (same revision), and reads again."""
+    open_store().check()
+    db = tmp_path / "state" / "store.db"
+    key = base64.b64decode((tmp_path / "state" / "master.key").read_bytes())
+    _legacy(db, key, "old", "old", "legacy-value-123")
+    ref = SecretRef(name="old", path="old")
+    first = open_store().read(ref)
+    assert first is not None
+    assert first.current is not None
+    assert first.current.value == SecretValue("legacy-value-123")
+    (path, revision, doc), = _rows(db)
+    assert (path, revision, json.loads(doc)["format"]) == ("old", 1, 2)
+    again = open_store().read(ref)
+    assert again is not None
+    assert again.current is not None
+    assert again.current.value == SecretValue("legacy-value-123")
+
+
+def test_old_row_copied_onto_another_secret_fails(open_store: Opener, tmp_path: Path) -> None:
+    """An old-format row under another secret's key (its name inside is not this secret's) is refused."""
+    open_store().check()
+    db = tmp_path / "state" / "store.db"
+    key = base64.b64decode((tmp_path / "state" / "master.key").read_bytes())
+    _legacy(db, key, "victim", "attacker", "legacy-value-456")
+    with pytest.raises(BackendUnavailable, match="row of victim at victim holds the keyset of 'attacker'"):
+        open_store().read(SecretRef(name="victim", path="victim"))
+    assert json.loads(_rows(db)[0][2]).get("format") is None  # not migrated

@@ -61,7 +61,8 @@ def test_stop_refuses_connections_and_start_resumes_on_the_same_port(moto: Gated
 
 
 def test_concurrent_requests_are_served_concurrently(moto: GatedMotoServer) -> None:
-    """16 requests that each wait 0.2 s inside the server take about 0.2 s together, not 3.2 s."""
+    """16 requests that each wait 0.2 s inside the server overlap: together they take less than the 3.2 s a
+    one-at-a-time server cannot beat (a bound from the sleeps themselves, not a speed goal)."""
     sm, name = client(moto, max_pool_connections=16), unique()
     sm.create_secret(Name=name, SecretString="v")
     moto.delay = 0.2
@@ -70,7 +71,7 @@ def test_concurrent_requests_are_served_concurrently(moto: GatedMotoServer) -> N
         list(pool.map(lambda _: sm.describe_secret(SecretId=name), range(16)))
         elapsed = time.perf_counter() - started
     assert moto.count(["DescribeSecret"]) == 16
-    assert elapsed < 1.5
+    assert elapsed < 16 * 0.2
 
 
 def _error_code(caught: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:

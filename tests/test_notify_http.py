@@ -247,24 +247,25 @@ def test_redirect_not_followed(httpserver: HTTPServer, recorder: Recorder) -> No
 
 def test_down_notifier_does_not_block(httpserver: HTTPServer, recorder: Recorder, closed_port: int,
                                       black_hole: int) -> None:
-    """Emitting returns at once while one notifier refuses and one hangs; a healthy one still delivers."""
+    """Emitting returns without waiting for a notifier that refuses or one that hangs; a healthy one still
+    delivers while the hanging one waits. Checked by order of outcomes, not by a stopwatch."""
     httpserver.expect_request("/hook").respond_with_data("")
     configs: dict[str, NotifierConfig] = {
         "refused": _slack(f"http://127.0.0.1:{closed_port}{SLACK_PATH}"),
         "hanging": WebhookConfig(type="webhook", url=f"http://127.0.0.1:{black_hole}/hook",
-                                 signing_secret=HOOK_SECRET, timeout=1,
+                                 signing_secret=HOOK_SECRET, timeout=5,
                                  retry=DeliveryPolicy(attempts=1, initial=0.01, max=0.01)),
         "healthy": _webhook(httpserver),
     }
     with capture_logs() as logs, _dispatcher(configs, recorder) as d:
-        started = time.monotonic()
         d(_event())
-        assert time.monotonic() - started < 0.2
-        deadline = time.monotonic() + 0.9
+        assert "hanging" not in {n for n, _, _, _ in recorder.results}  # emit did not wait for it
+        deadline = time.monotonic() + 30
         while not httpserver.log and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(httpserver.log) == 1  # delivered while "hanging" was still waiting for its answer
-        assert d.flush(10)
+        assert len(httpserver.log) == 1
+        assert "hanging" not in {n for n, _, _, _ in recorder.results}  # delivered while it still waited
+        assert d.flush(30)
     outcome = sorted((n, r) for n, _, r, _ in recorder.results)
     assert outcome == [("hanging", "failed"), ("healthy", "ok"), ("refused", "failed")]
     reasons = {f.notifier: f.reason for f in d.failures()}
@@ -321,9 +322,7 @@ def test_close_abandons_retries(closed_port: int, recorder: Recorder) -> None:
     d = Dispatcher({"hook": config}, lambda s: ["hook"], on_result=recorder)
     d(_event())
     d(_event(EventType.RETIRED))
-    started = time.monotonic()
-    assert d.close(timeout=0.2) is False
-    assert time.monotonic() - started < 5
+    assert d.close(timeout=0.2) is False  # returns instead of sitting out 10 x 30 s of backoff
     assert [r for _, _, r, _ in recorder.results] == ["failed", "failed"]
     first, second = (f.reason for f in d.failures())
     assert "Connection refused" in first

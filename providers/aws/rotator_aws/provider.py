@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from rotator import keyset as ks
+from rotator._paths import require_canonical
 from rotator.errors import AccessDenied, ConflictError, IllegalTransition, ProviderError, SecretNotFound
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.provider import SecretRef, StepMethods
@@ -439,7 +440,8 @@ class AwsProvider(StepMethods):
             raise translate(exc, action=action, name=secret, endpoint=self.config.endpoint_url) from exc
 
     def _aws_name(self, ref: SecretRef) -> str:
-        return self.config.name_prefix + ref.path
+        where = f"name prefix {self.config.name_prefix!r}" if self.config.name_prefix else "its account's names"
+        return self.config.name_prefix + require_canonical(ref.path, ref.name, f"aws {where}")
 
     def _entry(self, name: str) -> _Entry:
         with self._state_lock:

@@ -25,6 +25,7 @@ import hvac.exceptions
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from rotator._paths import require_canonical
 from rotator.errors import AccessDenied, BackendUnavailable, ConflictError, ProviderError
 from rotator.keyset import Keyset
 from rotator.logs import get_logger
@@ -142,7 +143,8 @@ class VaultProvider(DocumentProvider):
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _path(self, ref: SecretRef) -> str:
-        path = ref.path.strip("/")
+        where = f"mount {self._mount!r}" + (f" prefix {self._prefix!r}" if self._prefix else "")
+        path = require_canonical(ref.path, ref.name, f"vault {where}")  # Vault resolves '..' itself
         return f"{self._prefix}/{path}" if self._prefix else path
 
     def _where(self, path: str, kind: str = "data") -> str:
