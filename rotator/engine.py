@@ -21,7 +21,6 @@ from rotator.errors import (
     ConflictError,
     IllegalTransition,
     OperationFailed,
-    ProviderError,
     RotatorError,
     VerifyFailed,
 )
@@ -31,9 +30,8 @@ from rotator.hooks import run_hook
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State, with_meta
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
-from rotator.metrics import METRICS
 from rotator.outcome import Outcome, exit_code_for, summarise
-from rotator.plan import Action, Decision, decide, last_rotation, notice_key, notices_sent
+from rotator.plan import Action, Decision, decide, notice_key, notices_sent
 from rotator.provider import Provider, ProviderSet
 
 __all__ = ["Engine", "Outcome", "exit_code_for"]
@@ -61,7 +59,7 @@ class Engine:
     # --- public operations ---------------------------------------------------------------------------
 
     def read(self, policy: SecretPolicy, *, values: bool = True) -> Keyset | None:
-        """The stored keyset, with backend errors counted per provider.
+        """The stored keyset (backend errors are counted once, by the provider's guard).
 
         ``values=False`` is for deciding and stepping: a provider that stores versions apart (AWS) may then
         leave out values it would need extra requests for (its optional ``read_state``)."""
@@ -69,11 +67,7 @@ class Engine:
         reader = provider.read
         if not values:
             reader = getattr(provider, "read_state", reader)
-        try:
-            keyset = reader(policy.ref)
-        except ProviderError:
-            METRICS.backend_errors.labels(provider=policy.provider).inc()
-            raise
+        keyset = reader(policy.ref)
         if keyset is not None:
             for version in keyset.versions:
                 if version.value is not None:
@@ -116,8 +110,6 @@ class Engine:
                     decision = Decision(Action.ROTATE, "forced (--now)", decision.due_at, now)
                 if decision.action in (Action.NONE, Action.PAUSED, Action.BACKOFF):
                     settled = decision.next_at
-                    if keyset is not None:
-                        self._observe(policy, keyset)  # gauges once per pass, from the settled keyset
                     if not done:
                         done.append(Outcome(policy.name, str(decision.action), True, decision.detail))
                     break
@@ -136,7 +128,6 @@ class Engine:
                 log.warning("secret.failed", secret=policy.name, correlation_id=cid, error=str(exc),
                             exit_code=int(exc.exit_code))
                 if decision is not None and decision.action in _ROTATING and not isinstance(exc, VerifyFailed):
-                    METRICS.rotations.labels(secret=policy.name, result="failure").inc()
                     self._emit(EventType.FAILED, policy, cid, reason=str(exc))
                 done.append(Outcome(policy.name, "failed", False, str(exc), error=exc))
                 break
@@ -267,11 +258,9 @@ class Engine:
                 return Outcome(policy.name, "already_rotated", True, "promoted by another actor",
                                pending.id, old.id if old else None)
             raise
-        METRICS.duration.observe(time.monotonic() - started)
-        self._observe(policy, promoted)
-        METRICS.rotations.labels(secret=policy.name, result="success").inc()
         old_id = old.id if old else None
-        details: dict[str, Any] = {"resumed": resumed}
+        details: dict[str, Any] = {"resumed": resumed,
+                                   "duration_seconds": round(time.monotonic() - started, 3)}
         if grace > timedelta(0) and old is not None:
             details["grace_until"] = (now + grace).isoformat()
         if policy.spec.consumers:
@@ -320,7 +309,6 @@ class Engine:
         if result.ok:
             return outcome
         why = f"post_check failed: {result.reason}"
-        METRICS.rotations.labels(secret=policy.name, result="failure").inc()
         self._emit(EventType.FAILED, policy, cid, reason=why, new=version_id, old=outcome.old_version)
         if not policy.spec.auto_rollback:
             return Outcome(policy.name, "post_check_failed", False, f"{why}; new value stays current",
@@ -386,7 +374,6 @@ class Engine:
 
     def _record_failure(self, policy: SecretPolicy, provider: Provider, pending: KeyVersion, why: str,
                         cid: str) -> None:
-        METRICS.rotations.labels(secret=policy.name, result="failure").inc()
         try:
             keyset = self._require(policy)
             if keyset.pending is not None and keyset.pending.id == pending.id:
@@ -411,17 +398,6 @@ class Engine:
         if self.audit is not None:
             self.audit({"type": "step", "step": kind, "secret": policy.name, "provider": policy.provider,
                         "actor": self.actor, "correlation_id": cid, **fields})
-
-    def _observe(self, policy: SecretPolicy, keyset: Keyset) -> None:
-        now = self.clock()
-        last = last_rotation(keyset)
-        interval = policy.schedule.interval
-        previous = keyset.previous
-        METRICS.observe_secret(
-            policy.name, age=(now - last).total_seconds() if last else None,
-            policy=interval.total_seconds() if interval else None,
-            next_due=policy.schedule.due_at(last, now) if last else None,
-            grace_expiry=previous.expires_at if previous is not None else None)
 
 
 def _current_id(keyset: Keyset | None) -> str | None:

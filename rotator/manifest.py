@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from rotator._manifest_errors import dotted, from_validation, where
 from rotator._yaml import Positions, load_yaml, without_env_values
+from rotator.circuit import Breakers
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
 from rotator.notify.config import NotifierConfig
@@ -189,8 +190,8 @@ class Manifest:
             return []
         return chosen
 
-    def build_providers(self) -> ProviderSet:
-        return ProviderSet(self.provider_configs, self.base_dir)
+    def build_providers(self, breakers: Breakers | None = None) -> ProviderSet:
+        return ProviderSet(self.provider_configs, self.base_dir, breakers)
 
 
 def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Manifest:
