@@ -97,7 +97,8 @@ def _stored(db: Path) -> dict[str, str]:
 def test_image_runs_as_10001_and_keeps_its_store_on_the_volume(workspace: Workspace, container: str,
                                                                image: str) -> None:
     """--version, validate on the sample manifest, then one `run` (4 secrets created) whose encrypted store,
-    key and audit log are on the volume, owned by 10001 with mode 0600; a second container reads it back."""
+    key and audit log are on the volume, owned by 10001 with mode 0600; an HTML report renders from the
+    packaged templates; a second container reads the store back."""
     volume = workspace.root / "volume"
     volume.mkdir()
     os.chown(volume, UID, UID)
@@ -121,6 +122,10 @@ def test_image_runs_as_10001_and_keeps_its_store_on_the_volume(workspace: Worksp
         info = path.stat()
         assert (info.st_uid, info.st_gid) == (UID, UID), path
         assert stat.S_IMODE(info.st_mode) == 0o600, path
+    # The report templates ship as package data: an HTML report renders inside the image.
+    report = _run(workspace, container, volume, "-f", "/var/lib/rotator/rotation.yaml", "report", "--format", "html")
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert report.stdout.startswith("<!DOCTYPE html>")
     again = _buildah("from", "--pull-never", image).stdout.strip().splitlines()[-1]
     try:
         status = _run(workspace, again, volume, "-f", "/var/lib/rotator/rotation.yaml", "status")
