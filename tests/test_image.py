@@ -137,17 +137,22 @@ def test_image_runs_as_10001_and_keeps_its_store_on_the_volume(workspace: Worksp
 
 
 def test_image_has_no_build_tools_and_reports_its_size(image: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The runtime stage carries the virtualenv only: no compiler, no wheels, no pip in /opt/rotator."""
+    """The runtime stage carries the virtualenv only: no compiler, no wheels, no pip in /opt/rotator; the
+    trimmed botocore still builds the clients the aws provider and its credential chain use (offline)."""
     name = _buildah("from", "--pull-never", image).stdout.strip().splitlines()[-1]
+    clients = ("import boto3; s = boto3.session.Session(region_name='eu-west-1'); "
+               "[s.client(n) for n in ('secretsmanager', 'sts', 'sso', 'sso-oidc')]; print('clients ok')")
     try:
         probe = _buildah("run", name, "--", "sh", "-c",
                          "command -v gcc cc make || true; ls /opt/rotator/bin; ls / | grep -x wheels || true")
+        boto = _buildah("run", "--user", f"{UID}:{UID}", name, "--", "python", "-c", clients, check=False)
     finally:
         _buildah("rm", name, check=False)
     assert "gcc" not in probe.stdout
     assert "/make" not in probe.stdout
     assert "pip" not in probe.stdout.split()
     assert "wheels" not in probe.stdout.split()
+    assert boto.stdout.strip() == "clients ok", boto.stderr[-2000:]
     size = _buildah("images", "--format", "{{.Size}}", image).stdout.strip()
     with capsys.disabled():
         print(f"\n{image}: {size}")
