@@ -51,7 +51,14 @@ class BreakerSettings:
 
 
 class CircuitBreaker:
-    """Consecutive-failure circuit for one provider: closed -> open (cooldown) -> half-open -> closed."""
+    """Consecutive-failure circuit for one provider: closed -> open (cooldown) -> half-open -> closed.
+
+    Hand-written on purpose (about 60 lines): pybreaker, the maintained library, times the cooldown with the
+    wall clock (``datetime.now``, not injectable, so a clock step changes it and tests must sleep), raises
+    its own ``CircuitBreakerError`` where rotator needs a ``BackendUnavailable`` naming the provider and the
+    retry time (exit 4), and classifies failures by exception type where rotator needs "transient backend
+    error" versus "the backend answered" (a conflict or a denial closes the circuit).
+    """
 
     def __init__(self, name: str, *, threshold: int = 5, cooldown: float = 60.0,
                  clock: Callable[[], float] = time.monotonic,

@@ -73,7 +73,11 @@ class ReplayStore(Protocol):
 
 
 class ReplayCache:
-    """Event ids seen recently, each kept until its expiry; bounded (oldest dropped first). Thread-safe."""
+    """Event ids seen recently, each kept until its expiry; bounded (oldest dropped first). Thread-safe.
+
+    Hand-written (an OrderedDict): receivers import this module, and a TTL cache library (cachetools) would
+    become their dependency for 20 lines; the expiry is per entry and uses the caller's ``now``.
+    """
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
