@@ -63,15 +63,16 @@ class Daemon:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 
+        # Handlers first: a SIGTERM while the manifest loads or the first pass runs is a graceful stop too.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: thread stacks on stderr
         self.runtime = self._load()  # a broken manifest at start-up is exit 2, like every command
         self.http.start()
         self._scheduler = BlockingScheduler(
             timezone="UTC", executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: thread stacks on stderr
         self.metrics.up.set(1)
         first = self.reconcile()
         self._print_plan()
