@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from rotator.errors import AccessDenied, BackendUnavailable
 from rotator.keyset import Keyset
+from rotator.target import Capability
 
 __all__ = ["BreakerSettings", "Breakers", "CircuitBreaker", "GuardedProvider", "ProviderObserver"]
 
@@ -156,7 +157,7 @@ class GuardedProvider:
         self.inner = inner
         self.breaker = breaker
         self.observer = observer
-        self.attempts = attempts if getattr(inner, "retry_transient", True) else 1
+        self.attempts = 1 if Capability.NO_RETRY in inner.capabilities else attempts
         self._wait = wait_exponential(multiplier=backoff, max=max_backoff) + wait_random(0, backoff)
         self._sleep = sleep
 

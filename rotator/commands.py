@@ -35,6 +35,7 @@ def plan_rows(rt: Runtime, at: datetime, output: str) -> None:
             "state": _state(keyset), "action": str(decision.action), "detail": decision.detail,
             "last_rotation": last_rotation(keyset) if keyset else None, "next_due": decision.due_at,
             "next_action_at": decision.next_at, "schedule": policy.schedule.describe(),
+            "frozen_until": frozen.until if (frozen := policy.schedule.frozen(at)) else None,
         })
     if output == "json":
         emit_json({"at": at, "secrets": items})
@@ -94,8 +95,12 @@ def _moved(item: dict[str, Any]) -> str:
 
 def run_and_report(rt: Runtime, policies: Sequence[SecretPolicy], output: str, **options: Any) -> None:
     """Reconcile ``policies`` and print one line each; exits with the contract code."""
+    from rotator.sinks.reconcile import deliver
+
     try:
         outcomes = _with_progress(rt, policies, output, options)
+        if not options.get("dry_run"):
+            outcomes += deliver(rt, policies)  # every pass: a sink that missed a change catches up
     finally:
         rt.close()
     _report(outcomes, output, rt.warnings)
@@ -131,16 +136,22 @@ def _report(outcomes: Sequence[Outcome], output: str, warnings: Sequence[str]) -
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
-    click.echo(f"{len(outcomes)} secret{'s' if len(outcomes) != 1 else ''}: {summary}")
+    secrets = len({o.secret for o in outcomes})  # a delivery adds a line, not a secret
+    click.echo(f"{secrets} secret{'s' if secrets != 1 else ''}: {summary}")
 
 
 def single(rt: Runtime, operation: Callable[[], Outcome]) -> None:
-    """Run one engine operation (rollback, retire) and print its outcome."""
+    """Run one engine operation (rollback, retire), deliver the result to the secret's sinks, print it."""
+    from rotator.sinks.reconcile import deliver
+
     try:
         outcome = operation()
+        outcomes = [outcome, *deliver(rt, [rt.manifest.secret(outcome.secret)])]
     finally:
         rt.close()
-    _report([outcome], "table", rt.warnings)
+    _report(outcomes, "table", rt.warnings)
+    if code := exit_code_for(outcomes):
+        sys.exit(int(code))
 
 
 def history_rows(audit_path: Path, name: str, output: str) -> None:

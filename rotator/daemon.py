@@ -147,6 +147,7 @@ class Daemon:
         outcomes = runtime.engine.reconcile(policies, concurrency=4)
         for policy, outcome in zip(policies, outcomes, strict=True):
             self._schedule_next(runtime, policy, outcome)
+        outcomes += _deliver(runtime, policies)
         failed = [o for o in outcomes if not o.ok]
         for outcome in failed:
             log.warning("reconcile.secret_failed", secret=outcome.secret, error=outcome.message)
@@ -163,6 +164,7 @@ class Daemon:
         if not outcome.ok:
             log.warning("secret.job_failed", secret=name, error=outcome.message)
         self._schedule_next(runtime, policy, outcome)
+        _deliver(runtime, [policy])
 
     def _schedule_next(self, runtime: Runtime, policy: SecretPolicy, outcome: Outcome) -> None:
         """A job at the secret's next action time: from the pass's settled decision, else from a fresh read."""
@@ -209,6 +211,13 @@ class Daemon:
         if self.stopping.is_set():
             return False, "stopping"
         return self.ready, self.ready_reason
+
+
+def _deliver(runtime: Runtime, policies: list[SecretPolicy]) -> list[Outcome]:
+    """Bring the sinks up to date (rotator.sinks logs and reports failures; the next pass retries)."""
+    from rotator.sinks.reconcile import deliver
+
+    return deliver(runtime, policies, note=lambda text: log.warning("sink.skipped", detail=text))
 
 
 def _mtime(path: Path) -> float | None:

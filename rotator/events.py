@@ -22,11 +22,13 @@ class EventType(StrEnum):
     """The event names of the contract; notifier filters and the audit log use these strings."""
 
     UPCOMING = "rotation.upcoming"
+    OVERDUE = "rotation.overdue"  # a reminder-only (kind: manual) secret was not rotated by hand in time
     SUCCEEDED = "rotation.succeeded"
     FAILED = "rotation.failed"
     ROLLED_BACK = "rotation.rolled_back"
     RETIRED = "key.retired"
     REVOKED = "key.revoked"
+    SINK_FAILED = "sink.failed"  # a delivery target (rotator.sinks) could not be brought up to date
 
 
 def new_correlation_id() -> str:

@@ -9,17 +9,17 @@
   circuit state, and the dates of every keyset read or written;
 - the notification dispatcher (:meth:`notification`).
 
-Age, next rotation and grace expiry are computed when scraped (:class:`_SecretCollector`) from the dates
-cached by :meth:`keyset_seen`, so they are true at scrape time, not as of the last reconcile. Every counter
-child exists from the moment the manifest is loaded (:meth:`watch`), so ``rate()`` and ``increase()`` see the
-first increment. Label values are secret/notifier/provider names, never values.
+Age, next rotation and grace expiry are computed when scraped (:class:`_SecretCollector`, with
+:func:`rotator.plan.due_at` and :func:`~rotator.plan.last_rotation`, like every other command) from the
+value-free keyset cached by :meth:`keyset_seen`, so they are true at scrape time, not as of the last
+reconcile. Every counter child exists from the moment the manifest is loaded (:meth:`watch`), so ``rate()``
+and ``increase()`` see the first increment. Label values are secret/notifier/provider names, never values.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from rotator import __version__
 from rotator.events import Event, EventType
 from rotator.keyset import Keyset, State
-from rotator.plan import last_rotation
+from rotator.plan import due_at, last_rotation
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -43,18 +43,9 @@ ROTATION_RESULTS = ("success", "failure")
 NOTIFICATION_RESULTS = ("ok", "failed")
 
 
-@dataclass(frozen=True, slots=True)
-class _Dates:
-    """What the scrape-time gauges need from a keyset: dates only, never a value."""
-
-    last_rotation: datetime | None
-    grace_ends: tuple[datetime, ...]  # expiry of every previous version still in grace when read
-
-
-def _dates(keyset: Keyset) -> _Dates:
-    ends = tuple(sorted(v.expires_at for v in keyset.versions
-                        if v.state is State.PREVIOUS and v.expires_at is not None))
-    return _Dates(last_rotation(keyset), ends)
+def _state_only(keyset: Keyset) -> Keyset:
+    """``keyset`` without any value: what the scrape-time gauges keep (dates, states, bookkeeping)."""
+    return keyset.replace(versions=tuple(v.replace(value=None) for v in keyset.versions))
 
 
 class _SecretCollector(Collector):
@@ -74,16 +65,16 @@ class _SecretCollector(Collector):
             seconds = policy.schedule.interval
             if seconds is not None:
                 interval.add_metric([name], seconds.total_seconds())
-            known = dates.get(name)
-            if known is None or known.last_rotation is None:
+            keyset = dates.get(name)
+            last = last_rotation(keyset) if keyset is not None else None
+            if keyset is None or last is None:
                 continue
-            age.add_metric([name], max((now - known.last_rotation).total_seconds(), 0.0))
-            next_due = policy.schedule.due_at(known.last_rotation, now)
-            if next_due is not None:
-                due.add_metric([name], next_due.timestamp())
-            pending = [end for end in known.grace_ends if end > now]
-            if pending:
-                grace.add_metric([name], pending[0].timestamp())
+            age.add_metric([name], max((now - last).total_seconds(), 0.0))
+            due.add_metric([name], due_at(policy, keyset, now).timestamp())
+            ends = sorted(v.expires_at for v in keyset.versions
+                          if v.state is State.PREVIOUS and v.expires_at is not None and v.expires_at > now)
+            if ends:
+                grace.add_metric([name], ends[0].timestamp())
         yield from (age, interval, due, grace)
 
     @staticmethod
@@ -118,13 +109,16 @@ class Metrics:
                                       "call, after its retries).", ["provider"], registry=r)
         self.circuit_open = Gauge("rotator_backend_circuit_open", "1 while a provider's circuit is open.",
                                   ["provider"], registry=r)
+        self.sink_deliveries = Counter("rotator_sink_deliveries",
+                                       "Sink deliveries by result (written, unchanged, failed).",
+                                       ["secret", "sink", "result"], registry=r)
         self.up = Gauge("rotator_up", "1 while the daemon runs and its last reconcile loaded the manifest.",
                         registry=r)
         self.info = Gauge("rotator_build_info", "Build information.", ["version"], registry=r)
         self.info.labels(version=__version__).set(1)
         self._lock = threading.Lock()
         self._policies: dict[str, SecretPolicy] = {}
-        self._dates: dict[str, _Dates] = {}
+        self._dates: dict[str, Keyset] = {}
         self._labelled: set[tuple[str, str]] = set()  # (secret, result) children created
         r.register(_SecretCollector(self))
 
@@ -153,7 +147,7 @@ class Metrics:
             self.backend_errors.labels(provider=provider)
             self.circuit_open.labels(provider=provider)
 
-    def snapshot(self) -> tuple[dict[str, SecretPolicy], dict[str, _Dates]]:
+    def snapshot(self) -> tuple[dict[str, SecretPolicy], dict[str, Keyset]]:
         with self._lock:
             return dict(self._policies), dict(self._dates)
 
@@ -172,6 +166,9 @@ class Metrics:
     def notification(self, notifier: str, result: str) -> None:
         self.notifications.labels(notifier=notifier, result=result).inc()
 
+    def sink_delivery(self, secret: str, sink: str, result: str) -> None:
+        self.sink_deliveries.labels(secret=secret, sink=sink, result=result).inc()
+
     def backend_error(self, provider: str) -> None:
         self.backend_errors.labels(provider=provider).inc()
 
@@ -179,8 +176,8 @@ class Metrics:
         self.circuit_open.labels(provider=provider).set(1 if is_open else 0)
 
     def keyset_seen(self, keyset: Keyset) -> None:
-        """Cache the dates of a keyset just read or written (names the secret by ``keyset.name``)."""
-        dates = _dates(keyset)
+        """Cache a keyset just read or written, without its values (names the secret by ``keyset.name``)."""
+        dates = _state_only(keyset)
         with self._lock:
             if keyset.name in self._policies:
                 self._dates[keyset.name] = dates

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from rotator.plan import last_rotation
 from rotator.report_html import render_html
 from rotator.report_md import render_markdown
 from rotator.report_model import COUNTS, STATUSES, Activity, AuditCheck, Report, SecretReport
-from rotator.schedule import Schedule, format_duration, parse_duration
+from rotator.schedule import format_duration, parse_duration
 
 if TYPE_CHECKING:
     from rotator.app import Runtime
@@ -41,7 +41,8 @@ __all__ = ["COUNTS", "FORMATS", "STATUSES", "Activity", "AuditCheck", "Report", 
 FORMATS = ("md", "json", "html")
 _LISTED = (EventType.SUCCEEDED, EventType.FAILED, EventType.ROLLED_BACK, EventType.REVOKED)
 _COUNTED = {EventType.SUCCEEDED: "rotations", EventType.FAILED: "failures", EventType.ROLLED_BACK: "rollbacks",
-            EventType.REVOKED: "revocations", EventType.RETIRED: "retirements", EventType.UPCOMING: "notices"}
+            EventType.REVOKED: "revocations", EventType.RETIRED: "retirements", EventType.UPCOMING: "notices",
+            EventType.OVERDUE: "notices"}
 _TEXT_LIMIT = 300
 
 
@@ -63,8 +64,10 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def assess(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> SecretReport:
     """Status of one secret at ``now`` from its keyset (``None``: nothing stored yet); no activity yet."""
+    manual = policy.spec.kind == "manual"  # reminder-only: its keyset holds records of rotations by hand
     if keyset is None:
-        return SecretReport(policy, "missing", "no value stored yet (`rotator run` creates it)")
+        return SecretReport(policy, "missing", f"no rotation on record yet (`rotator mark-rotated {policy.name}`)"
+                            if manual else "no value stored yet (`rotator run` creates it)")
     if not keyset.managed:
         return SecretReport(policy, "unmanaged", "a value exists that rotator did not write (adopt: true)")
     last = last_rotation(keyset)
@@ -80,12 +83,15 @@ def assess(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Secret
     if schedule.every is None and schedule.cron is None:
         report.detail = "no rotation schedule"
     else:
-        # the first due time after the last rotation, ignoring windows missed since (plan.py skips those)
-        report.due_at = Schedule(every=schedule.every, cron=schedule.cron).due_at(last, now)
-        deadline = report.due_at + (schedule.window or timedelta(0))
+        # the first (jittered) due time after the last rotation, ignoring windows missed since (plan.py skips
+        # those); overdue once the policy's deadline passed (jitter never moves that, a freeze does not excuse it)
+        report.due_at = schedule.due_at(last, last)
+        deadline = schedule.deadline(last)
         report.overdue = now >= deadline
         if report.overdue:
-            report.status, report.detail = "overdue", f"rotation overdue by {format_duration(now - deadline)}"
+            by_hand = " by hand" if manual else ""
+            report.status = "overdue"
+            report.detail = f"rotation{by_hand} overdue by {format_duration(now - deadline)}"
         elif policy.notices and now >= report.due_at - policy.notices[0]:
             report.status, report.detail = "due_soon", f"due in {format_duration(report.due_at - now)}"
         else:

@@ -73,6 +73,7 @@ class SecretReport:
         p, schedule = self.policy, self.policy.schedule
         return {
             "secret": p.name, "provider": p.provider, "kind": p.spec.kind, "enabled": p.spec.enabled,
+            "manual": p.spec.kind == "manual",
             "policy": {
                 "schedule": schedule.describe(), "every_seconds": _seconds(schedule.every), "cron": schedule.cron,
                 "window_seconds": _seconds(schedule.window), "interval_seconds": _seconds(schedule.interval),
@@ -123,11 +124,13 @@ class Report:
             return ExitCode.FAILED
         return ExitCode.OK
 
-    def counts(self) -> dict[str, int]:
-        """How many secrets are in each status (every status listed, zeros included)."""
+    def counts(self, *, manual: bool | None = None) -> dict[str, int]:
+        """How many secrets are in each status (every status listed, zeros included); ``manual=True`` counts
+        only reminder-only secrets, ``False`` only generated ones."""
         out = dict.fromkeys(STATUSES, 0)
         for secret in self.secrets:
-            out[secret.status] += 1
+            if manual is None or (secret.policy.spec.kind == "manual") == manual:
+                out[secret.status] += 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +140,8 @@ class Report:
             "since": self.since.isoformat(), "until": self.generated_at.isoformat(),
             "manifest": str(self.manifest), "audit": self.audit.to_dict(),
             "summary": {"secrets": len(self.secrets), "statuses": self.counts(),
-                        "overdue": sum(s.overdue for s in self.secrets)},
+                        "overdue": sum(s.overdue for s in self.secrets),
+                        "manual": self.counts(manual=True)},
             "secrets": [s.to_dict() for s in self.secrets], "exit_code": int(self.exit_code()),
         }
 

@@ -10,10 +10,13 @@ import pytest
 from rotator.circuit import Breakers, BreakerSettings, CircuitBreaker, GuardedProvider
 from rotator.errors import AccessDenied, BackendUnavailable, ConflictError
 from rotator.metrics import Metrics
+from rotator.target import Capability
 
 
 class Flaky:
     """A provider stand-in whose ``read`` fails ``failures`` times, then answers."""
+
+    capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self, failures: int, transient: bool = True) -> None:
         self.failures, self.transient, self.calls = failures, transient, 0

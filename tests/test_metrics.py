@@ -91,7 +91,8 @@ secrets:
     try:
         policy = rt.manifest.secrets["a"]
         rt.engine.reconcile([policy])
-        wall.now = clock() + timedelta(hours=1)
+        clock.advance(3600)
+        wall.now = clock()
         assert _samples(metrics)[("rotator_secret_age_seconds", (("secret", "a"),))] == 3600
         rotated = rt.engine.reconcile([policy], force=True)
         assert rotated[0].action == "rotated"
@@ -129,14 +130,17 @@ secrets:
   - name: hooked
     kind: api_key
     provider: good
-    verify: {command: ["sh", "-c", "cat >/dev/null; exit 3"]}
+    verify: {command: ["sh", "-c", "cat >/dev/null; test ! -e fail"]}
 """)
+    clock = FakeClock()
     metrics = Metrics()
-    rt = build_runtime(path, actor="test", clock=FakeClock(), notify=False, metrics=metrics)
+    rt = build_runtime(path, actor="test", clock=clock, notify=False, metrics=metrics)
     try:
         lost, hooked = rt.manifest.secrets["lost"], rt.manifest.secrets["hooked"]
         assert not rt.engine.reconcile_one(lost).ok
         assert rt.engine.reconcile_one(hooked).action == "created"
+        clock.advance(3600)
+        (tmp_path / "fail").touch()  # the verify hook (run in the manifest's folder) now fails
         assert not rt.engine.reconcile_one(hooked, force=True).ok
     finally:
         rt.close()
