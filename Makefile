@@ -6,7 +6,7 @@ PROVIDERS := $(patsubst %/pyproject.toml,%,$(wildcard providers/*/pyproject.toml
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 MANIFEST ?= rotation.yaml
 
-.PHONY: run test install dev lint typecheck security unit bench clean
+.PHONY: run test install dev lint typecheck security unit bench clean image
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rotator needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -47,4 +47,13 @@ bench: install
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .rotator .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .rotator .pytest_cache .mypy_cache .ruff_cache wheelhouse
+
+## image: the container image (deploy/Dockerfile) from a local wheelhouse; buildah if installed, else docker
+IMAGE ?= localhost/rotator:dev
+image: $(BIN)/python
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --wheel-dir wheelhouse -c constraints.txt \
+		setuptools wheel . $(PROVIDERS)
+	if command -v buildah >/dev/null; then \
+		STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot buildah bud --pull=never -f deploy/Dockerfile -t $(IMAGE) . ; \
+	else docker build -f deploy/Dockerfile -t $(IMAGE) . ; fi

@@ -1,7 +1,8 @@
 """Wires one process together: manifest, providers, audit log, event bus, notifiers, metrics and engine.
 
 The CLI commands and the daemon both start here, so every entry point audits, logs, counts and notifies
-the same way.
+the same way. Process state that must outlive one runtime (the daemon's metrics and circuit breakers, which
+survive manifest reloads) is passed in; nothing is a module-level global.
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rotator.audit import AuditLog
 from rotator.audit_key import audit_keys_for
 from rotator.audit_sink import parse_sink
+from rotator.circuit import Breakers
 from rotator.clock import Clock, utcnow
 from rotator.engine import Engine
 from rotator.events import Event, EventBus, Subscriber
 from rotator.keyset import SecretValue
 from rotator.logs import get_logger, redact_text
 from rotator.manifest import Manifest, load_manifest, resolve_manifest_path
-from rotator.metrics import METRICS
 from rotator.provider import ProviderSet
+
+if TYPE_CHECKING:
+    from rotator.metrics import Metrics
 
 __all__ = ["Runtime", "build_runtime", "default_actor", "resolve_manifest_path"]
 
@@ -53,6 +57,7 @@ class Runtime:
     audit: AuditLog
     engine: Engine
     dispatcher: Any | None = None
+    metrics: Metrics | None = None
     warnings: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -70,11 +75,18 @@ class Runtime:
 
 def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: Clock = utcnow,
                   notify: bool = True, stop_requested: Callable[[], bool] = lambda: False,
-                  manifest: Manifest | None = None) -> Runtime:
-    """Load the manifest (unless given) and assemble a runtime for ``actor``."""
+                  manifest: Manifest | None = None, metrics: Metrics | None = None,
+                  breakers: Breakers | None = None) -> Runtime:
+    """Load the manifest (unless given) and assemble a runtime for ``actor``.
+
+    ``metrics`` (the daemon's) subscribes to the bus and observes the providers; ``breakers`` defaults to a
+    fresh registry, observed by ``metrics``.
+    """
     manifest = manifest if manifest is not None else load_manifest(manifest_path)
     audit_config = manifest.model.audit
-    providers = manifest.build_providers()
+    if breakers is None:
+        breakers = Breakers(observer=metrics)
+    providers = manifest.build_providers(breakers)
     audit = AuditLog(manifest.audit_path, max_bytes=audit_config.max_bytes, keep=audit_config.keep,
                      keys=audit_keys_for(manifest, providers, clock=clock), sink=parse_sink(audit_config.sink))
 
@@ -85,6 +97,9 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
     bus = EventBus(on_error=on_error)
     bus.subscribe(audit, critical=True)
     bus.subscribe(_log_event)
+    if metrics is not None:
+        metrics.watch(manifest)
+        bus.subscribe(metrics.on_event)
     engines: list[Engine] = []
 
     def admin_values(secret: str) -> list[SecretValue]:
@@ -100,7 +115,7 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
     engine = Engine(manifest, providers, bus, actor=actor, clock=clock, stop_requested=stop_requested,
                     targets=targets)
     engines.append(engine)
-    runtime = Runtime(manifest, providers, bus, audit, engine)
+    runtime = Runtime(manifest, providers, bus, audit, engine, metrics=metrics)
     if notify and manifest.model.notifiers:
         runtime.dispatcher = _dispatcher(runtime)
         bus.subscribe(runtime.dispatcher)
@@ -119,7 +134,8 @@ def _dispatcher(runtime: Runtime) -> Any:
         return tuple(manifest.model.defaults.notify or ())
 
     def on_result(notifier: str, event: Event, result: str, exc: Exception | None) -> None:
-        METRICS.notifications.labels(notifier=notifier, result=result).inc()
+        if runtime.metrics is not None:
+            runtime.metrics.notification(notifier, result)
         if exc is not None:
             runtime.warn(f"notification to '{notifier}' about {event.type} for {event.secret} failed: "
                          f"{redact_text(str(exc))[:300]}")

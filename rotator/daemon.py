@@ -1,5 +1,9 @@
 """``rotator daemon``: APScheduler 3 loop with one date job per secret at its next action, a periodic
-reconcile that re-reads the manifest and backends, and an HTTP endpoint for /metrics, /healthz, /readyz.
+reconcile that re-reads the manifest and backends, and HTTP endpoints (:mod:`rotator.daemon_http`) for
+/metrics, /healthz, /readyz and the JWKS of signing secrets.
+
+The daemon owns the process state that outlives a manifest reload: its :class:`~rotator.metrics.Metrics`
+registry and its circuit :class:`~rotator.circuit.Breakers`; each runtime it builds is given both.
 
 SIGTERM/SIGINT stop scheduling, let the in-flight step finish (the engine checks between steps), and exit 0.
 """
@@ -13,16 +17,17 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from rotator.app import Runtime, build_runtime, default_actor, resolve_manifest_path
+from rotator.circuit import Breakers, BreakerSettings
+from rotator.daemon_http import DaemonHttp, make_app
 from rotator.errors import ExitCode, RotatorError
 from rotator.logs import get_logger
 from rotator.manifest import SecretPolicy
-from rotator.metrics import METRICS
+from rotator.metrics import Metrics
 from rotator.outcome import Outcome
 from rotator.plan import decide
 
@@ -35,7 +40,8 @@ class Daemon:
     """One long-running process; safe to run several replicas against the same backends."""
 
     def __init__(self, manifest: str | None, *, listen: str, port: int, reconcile_every: timedelta,
-                 shutdown_timeout: timedelta = timedelta(seconds=90)) -> None:
+                 shutdown_timeout: timedelta = timedelta(seconds=90),
+                 circuit_cooldown: timedelta = timedelta(seconds=60), http_idle_timeout: int = 15) -> None:
         self.manifest_path = resolve_manifest_path(manifest)
         self.listen, self.port, self.every = listen, port, reconcile_every
         self.shutdown_timeout = shutdown_timeout
@@ -46,7 +52,10 @@ class Daemon:
         self._mtime: float | None = None
         self._lock = threading.Lock()
         self._scheduler: Any = None
-        self._server: ThreadingHTTPServer | None = None
+        self.metrics = Metrics()
+        self.breakers = Breakers(BreakerSettings(cooldown=circuit_cooldown.total_seconds()), observer=self.metrics)
+        self.http = DaemonHttp(make_app(self.metrics.registry, ready=self._readiness, runtime=lambda: self.runtime),
+                               listen, port, idle_timeout=http_idle_timeout)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -54,16 +63,17 @@ class Daemon:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 
+        # Handlers first: a SIGTERM while the manifest loads or the first pass runs is a graceful stop too.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: thread stacks on stderr
         self.runtime = self._load()  # a broken manifest at start-up is exit 2, like every command
-        self._serve_http()
+        self.http.start()
         self._scheduler = BlockingScheduler(
             timezone="UTC", executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: thread stacks on stderr
-        METRICS.up.set(1)
+        self.metrics.up.set(1)
         first = self.reconcile()
         self._print_plan()
         from rotator.schedule import format_duration
@@ -101,9 +111,8 @@ class Daemon:
         os._exit(int(ExitCode.OK))
 
     def _shutdown(self) -> None:
-        METRICS.up.set(0)
-        if self._server is not None:
-            self._server.shutdown()
+        self.metrics.up.set(0)
+        self.http.stop()
         if self.runtime is not None:
             self.runtime.close(timeout=10)
 
@@ -111,7 +120,8 @@ class Daemon:
 
     def _load(self) -> Runtime:
         runtime = build_runtime(self.manifest_path, actor=default_actor("daemon"),
-                                stop_requested=self.stopping.is_set)
+                                stop_requested=self.stopping.is_set, metrics=self.metrics,
+                                breakers=self.breakers)
         self._mtime = _mtime(self.manifest_path)
         return runtime
 
@@ -183,8 +193,7 @@ class Daemon:
         for name in runtime.providers.names():
             try:
                 runtime.providers.get(name).check()
-            except RotatorError as exc:
-                METRICS.backend_errors.labels(provider=name).inc()
+            except RotatorError as exc:  # counted once, by the provider's guard
                 problems.append(f"provider {name}: {exc.message}")
         return problems
 
@@ -201,43 +210,11 @@ class Daemon:
 
     # --- HTTP ------------------------------------------------------------------------------------------
 
-    def _serve_http(self) -> None:
-        daemon = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                if path == "/metrics":
-                    self._send(200, METRICS.render(), "text/plain; version=0.0.4; charset=utf-8")
-                elif path == "/healthz":
-                    self._send(200, b"ok\n")
-                elif path == "/readyz":
-                    code = 200 if daemon.ready and not daemon.stopping.is_set() else 503
-                    self._send(code, (daemon.ready_reason + "\n").encode())
-                elif path.startswith("/.well-known/jwks/"):
-                    from rotator.jwks import serve_jwks
-
-                    serve_jwks(self, daemon.runtime, path)
-                else:
-                    self._send(404, b"not found\n")
-
-            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        try:
-            self._server = ThreadingHTTPServer((self.listen, self.port), Handler)
-        except OSError as exc:
-            raise RotatorError(f"cannot listen on {self.listen}:{self.port}: {exc.strerror}",
-                               hint="choose another --metrics-port") from None
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="http", daemon=True).start()
+    def _readiness(self) -> tuple[bool, str]:
+        """``/readyz``: the last pass reached every provider and no stop was requested."""
+        if self.stopping.is_set():
+            return False, "stopping"
+        return self.ready, self.ready_reason
 
 
 def _deliver(runtime: Runtime, policies: list[SecretPolicy]) -> list[Outcome]:

@@ -22,7 +22,6 @@ from rotator.errors import (
     ConflictError,
     IllegalTransition,
     OperationFailed,
-    ProviderError,
     RotatorError,
     UsageError,
     VerifyFailed,
@@ -33,9 +32,8 @@ from rotator.hooks import run_hook
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
-from rotator.metrics import METRICS
 from rotator.outcome import Outcome, exit_code_for, summarise
-from rotator.plan import Action, Decision, decide, due_at, last_rotation, notice_key, notices_sent
+from rotator.plan import Action, Decision, decide, notice_key, notices_sent
 from rotator.provider import Provider, ProviderSet
 from rotator.target import SECRET_FIELDS, Capability, Credential, Strategy
 from rotator.targeting import TargetSet, credential_of
@@ -79,17 +77,13 @@ class Engine:
     # --- public operations ---------------------------------------------------------------------------
 
     def read(self, policy: SecretPolicy, *, values: bool = True) -> Keyset | None:
-        """The stored keyset, with backend errors counted per provider.
+        """The stored keyset (backend errors are counted once, by the provider's guard).
 
         ``values=False`` is for deciding and stepping: a ``STATE_READ`` provider (AWS) may then leave out values
         it would need extra requests for. A target-bound secret always reads values (disabling needs them)."""
         provider = self._provider(policy)
-        try:
-            keyset = provider.read(policy.ref) if values or policy.binding is not None \
-                else provider.read_state(policy.ref)
-        except ProviderError:
-            METRICS.backend_errors.labels(provider=policy.provider).inc()
-            raise
+        keyset = provider.read(policy.ref) if values or policy.binding is not None \
+            else provider.read_state(policy.ref)
         if keyset is not None:
             for version in keyset.versions:
                 if version.value is not None:
@@ -155,8 +149,6 @@ class Engine:
                                    details={"until": frozen.until.isoformat(), "why": frozen.why})
                 if decision.action in _SETTLED:
                     settled = decision.next_at
-                    if keyset is not None:
-                        self._observe(policy, keyset)  # gauges once per pass, from the settled keyset
                     if not done:
                         done.append(Outcome(policy.name, str(decision.action), True, decision.detail))
                     break
@@ -182,7 +174,6 @@ class Engine:
                 log.warning("secret.failed", secret=policy.name, correlation_id=cid, error=str(exc),
                             exit_code=int(exc.exit_code), target=policy.binding.target if policy.binding else None)
                 if decision is not None and decision.action in _ROTATING and not isinstance(exc, VerifyFailed):
-                    METRICS.rotations.labels(secret=policy.name, result="failure").inc()
                     self._emit(EventType.FAILED, policy, cid, reason=str(exc))
                 done.append(Outcome(policy.name, "failed", False, str(exc), error=exc))
                 break
@@ -369,12 +360,10 @@ class Engine:
             raise
         if not revoke:
             self._disable_left(policy, keyset, promoted)  # previous values a promote retired early
-        METRICS.duration.observe(time.monotonic() - started)
-        self._observe(policy, promoted)
-        METRICS.rotations.labels(secret=policy.name, result="success").inc()
         old_id = old.id if old else None
-        details: dict[str, Any] = {"resumed": resumed, **self._target_details(policy, credential_of(
-            next(v for v in promoted.versions if v.id == pending.id)))}
+        details: dict[str, Any] = {"resumed": resumed, "duration_seconds": round(time.monotonic() - started, 3),
+                                   **self._target_details(policy, credential_of(
+                                       next(v for v in promoted.versions if v.id == pending.id)))}
         if grace > timedelta(0) and old is not None:
             details["grace_until"] = (now + grace).isoformat()
         if policy.spec.consumers:
@@ -429,7 +418,6 @@ class Engine:
         if result.ok:
             return outcome
         why = f"post_check failed: {result.reason}"
-        METRICS.rotations.labels(secret=policy.name, result="failure").inc()
         self._emit(EventType.FAILED, policy, cid, reason=why, new=version_id, old=outcome.old_version)
         if not policy.spec.auto_rollback:
             return Outcome(policy.name, "post_check_failed", False, f"{why}; new value stays current",
@@ -542,7 +530,6 @@ class Engine:
 
     def _record_failure(self, policy: SecretPolicy, provider: Provider, pending: KeyVersion, why: str,
                         cid: str) -> None:
-        METRICS.rotations.labels(secret=policy.name, result="failure").inc()
         try:
             keyset = self._require(policy)
             if keyset.pending is not None and keyset.pending.id == pending.id:
@@ -569,16 +556,6 @@ class Engine:
                       details=details or {})
         self.bus.emit(event)
 
-    def _observe(self, policy: SecretPolicy, keyset: Keyset) -> None:
-        now = self.clock()
-        last = last_rotation(keyset)
-        interval = policy.schedule.interval
-        previous = keyset.previous
-        METRICS.observe_secret(
-            policy.name, age=(now - last).total_seconds() if last else None,
-            policy=interval.total_seconds() if interval else None,
-            next_due=due_at(policy, keyset, now) if last else None,
-            grace_expiry=previous.expires_at if previous is not None else None)
 
 
 def _current_id(keyset: Keyset | None) -> str | None:

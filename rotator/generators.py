@@ -270,12 +270,9 @@ def _b64url(data: bytes) -> str:
 
 
 def _jwk(key: ed25519.Ed25519PublicKey | rsa.RSAPublicKey) -> dict[str, Any]:
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
-    numbers = key.public_numbers()
-    n, e = (_b64url(x.to_bytes((x.bit_length() + 7) // 8, "big")) for x in (numbers.n, numbers.e))
-    return {"kty": "RSA", "n": n, "e": e}
+    from rotator.jwk import public_jwk_of  # joserfc is imported only when a signing key is involved
+
+    return public_jwk_of(key)
 
 
 _KEY_TYPES: dict[str, type[ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey]] = {

@@ -38,13 +38,14 @@ from rotator._keys import CachedKey, KeyMatch, Snapshot
 from rotator.acks import record_ack
 from rotator.clock import utcnow
 from rotator.errors import BackendUnavailable, OperationFailed, RotatorError, SecretNotFound, UsageError
+from rotator.jwks import jwks_max_age
+from rotator.jwt_helpers import JwtSigner, JwtVerifier
 from rotator.keyset import Keyset, KeyVersion, State
 from rotator.logs import get_logger, register_secret
 from rotator.provider import Provider, SecretRef, load_provider_class
 
 if TYPE_CHECKING:
     from rotator.fernet import FernetRing
-    from rotator.jwks import JwtSigner, JwtVerifier
 
 __all__ = ["KeyMatch", "Keyring"]
 
@@ -165,16 +166,12 @@ class Keyring:
         A new current key is used only ``switch_after`` seconds after its promotion (the previous key until
         then), so verifiers caching the JWKS have it first; default: the JWKS max-age of the secret's grace.
         """
-        from rotator.jwks import JwtSigner, jwks_max_age
-
         if switch_after is None:
             switch_after = jwks_max_age(self.grace) if self.grace is not None else 0.0
         return JwtSigner(self, switch_after)
 
     def jwt_verifier(self) -> JwtVerifier:
         """Verifies JWTs signed by any accepted key, chosen by ``kid``; needs PyJWT."""
-        from rotator.jwks import JwtVerifier
-
         return JwtVerifier(self)
 
     def fernet(self) -> FernetRing:

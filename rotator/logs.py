@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, TextIO, cast
@@ -63,10 +64,16 @@ class _Registry:
     text then puts one of them at a position divisible by 4, so only every 4th window of the text is
     looked up. Shorter values (8-10 characters) are indexed by their first window and need every
     position. Adding or removing a value is O(1): nothing big to rebuild while thousands get registered.
+
+    Bounded: it keeps the ``max_values`` most recently registered values and forgets the oldest beyond
+    that, so a daemon that rotates for months does not grow without end. Every value still stored stays:
+    the engine re-registers each value it reads on every pass, which makes it recent again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_values: int = 65_536) -> None:
         self._lock = threading.Lock()
+        self.max_values = max_values
+        self._order: OrderedDict[str, None] = OrderedDict()  # least recently registered first
         self._sparse: dict[str, tuple[str, ...]] = {}  # scanned every _STRIDE positions
         self._dense: dict[str, tuple[str, ...]] = {}  # scanned at every position
 
@@ -80,28 +87,40 @@ class _Registry:
     def add(self, value: str) -> None:
         if len(value) < MIN_SECRET_LENGTH:
             return
-        index, keys = self._slots(value)
         with self._lock:
+            if value in self._order:
+                self._order.move_to_end(value)
+                return
+            self._order[value] = None
+            index, keys = self._slots(value)
             for key in keys:
-                present = index.get(key, ())
-                if value not in present:
-                    index[key] = (*present, value)
+                index[key] = (*index.get(key, ()), value)
+            while len(self._order) > self.max_values:
+                self._remove(self._order.popitem(last=False)[0])
+
+    def __len__(self) -> int:
+        return len(self._order)
 
     def discard(self, value: str) -> None:
         if len(value) < MIN_SECRET_LENGTH:
             return
-        index, keys = self._slots(value)
         with self._lock:
-            for key in keys:
-                if left := tuple(v for v in index.get(key, ()) if v != value):
-                    index[key] = left
-                else:
-                    index.pop(key, None)
+            if self._order.pop(value, False) is None:
+                self._remove(value)
+
+    def _remove(self, value: str) -> None:
+        index, keys = self._slots(value)
+        for key in keys:
+            if left := tuple(v for v in index.get(key, ()) if v != value):
+                index[key] = left
+            else:
+                index.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
             self._sparse.clear()
             self._dense.clear()
+            self._order.clear()
 
     def scrub(self, text: str) -> str:
         width = MIN_SECRET_LENGTH

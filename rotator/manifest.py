@@ -18,6 +18,7 @@ from rotator._manifest_errors import dotted, from_validation, where
 from rotator._manifest_targets import SecretTarget, bind, target_specs
 from rotator._paths import Places
 from rotator._yaml import Positions, load_yaml, read_manifest, without_env_values
+from rotator.circuit import Breakers
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
 from rotator.keyset import SecretValue
@@ -222,8 +223,8 @@ class Manifest:
             return []
         return chosen
 
-    def build_providers(self) -> ProviderSet:
-        return ProviderSet(self.provider_configs, self.base_dir)
+    def build_providers(self, breakers: Breakers | None = None) -> ProviderSet:
+        return ProviderSet(self.provider_configs, self.base_dir, breakers)
 
     def build_targets(self, admin_reader: Callable[[str], Sequence[SecretValue]]) -> TargetSet:
         """The targets this manifest names; ``admin_reader(secret)`` gives an admin secret's accepted values."""

@@ -42,6 +42,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from rotator.circuit import Breakers
 from rotator.errors import IllegalTransition, ManifestError
 from rotator.keyset import Keyset, KeyVersion, SecretValue
 from rotator.target import Capability
@@ -236,9 +237,11 @@ def load_provider_class(type_name: str) -> type[Provider]:
 class ProviderSet:
     """The providers a manifest names, built on first use and shared by every secret that uses them."""
 
-    def __init__(self, configs: Mapping[str, tuple[type[Provider], Any]], base_dir: Path) -> None:
+    def __init__(self, configs: Mapping[str, tuple[type[Provider], Any]], base_dir: Path,
+                 breakers: Breakers | None = None) -> None:
         self._configs = dict(configs)
         self._base_dir = base_dir
+        self.breakers = breakers if breakers is not None else Breakers()  # one registry per runtime
         self._built: dict[str, Provider] = {}
         self._lock = threading.Lock()
 
@@ -246,11 +249,9 @@ class ProviderSet:
         """The provider instance called ``name`` in the manifest."""
         with self._lock:
             if name not in self._built:
-                from rotator.circuit import GuardedProvider, breaker_for
-
                 cls, config = self._configs[name]
                 inner = cls(name=name, config=config, base_dir=self._base_dir)  # type: ignore[call-arg]
-                self._built[name] = GuardedProvider(inner, breaker_for(name))  # type: ignore[assignment]
+                self._built[name] = self.breakers.guard(name, inner)  # type: ignore[assignment]
             return self._built[name]
 
     def names(self) -> list[str]:

@@ -8,16 +8,21 @@ A delivery is a JSON POST with::
 
 and a body holding the event plus a unique ``"id"``. A receiver (Flask, Django, anything)::
 
-    from rotator.webhooks import WebhookVerificationError, verify
+    from rotator.webhooks import ReplayCache, WebhookVerificationError, verify
+
+    seen = ReplayCache()  # created once by the receiver, passed to every verify()
 
     try:
-        event = verify(request.headers, request.get_data(), secret=os.environ["HOOK_SECRET"])
+        event = verify(request.headers, request.get_data(), secret=os.environ["HOOK_SECRET"],
+                       replay_cache=seen)
     except WebhookVerificationError as exc:
         if exc.reason == "replay":
             return "", 200       # already processed (a retry whose first answer was lost)
         return exc.reason, 400
 
 ``verify`` accepts several secrets (current and previous) while the signing secret itself is rotated.
+The replay cache is the receiver's object, never a hidden per-process one: a receiver with several workers
+passes a :class:`ReplayStore` backed by a shared store (e.g. Redis ``SET NX EX``).
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "EVENT_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "ReplayCache",
+    "ReplayStore",
     "WebhookVerificationError",
     "sign",
     "verify",
@@ -58,8 +64,20 @@ class WebhookVerificationError(ValueError):
         self.reason = reason
 
 
+class ReplayStore(Protocol):
+    """Where a receiver remembers accepted event ids; :class:`ReplayCache` is the in-memory one."""
+
+    def add(self, event_id: str, now: float, ttl: float) -> bool:
+        """Remember ``event_id`` until ``now + ttl``; False if it is already remembered (a replay)."""
+        ...
+
+
 class ReplayCache:
-    """Event ids seen recently, each kept until its expiry; bounded (oldest dropped first). Thread-safe."""
+    """Event ids seen recently, each kept until its expiry; bounded (oldest dropped first). Thread-safe.
+
+    Hand-written (an OrderedDict): receivers import this module, and a TTL cache library (cachetools) would
+    become their dependency for 20 lines; the expiry is per entry and uses the caller's ``now``.
+    """
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
@@ -84,9 +102,6 @@ class ReplayCache:
         return len(self._seen)
 
 
-_DEFAULT_CACHE = ReplayCache()
-
-
 def _key(secret: Secret) -> bytes:
     return secret.encode() if isinstance(secret, str) else secret
 
@@ -108,14 +123,15 @@ def verify(
     max_skew: int = 300,
     *,
     now: float | None = None,
-    replay_cache: ReplayCache | None = None,
+    replay_cache: ReplayStore,
 ) -> dict[str, Any]:
     """Check a delivery and return its parsed JSON payload, or raise WebhookVerificationError.
 
     ``headers`` are matched case-insensitively; ``secret`` may be a list (any one may match, for rotating
     the signing secret); the timestamp may be at most ``max_skew`` seconds off ``now`` either way; an event
-    id already accepted within ``2 * max_skew`` seconds is a replay (``replay_cache`` defaults to one
-    in-memory cache per process; pass a shared one when several workers receive).
+    id already accepted within ``2 * max_skew`` seconds is a replay. ``replay_cache`` is the receiver's own
+    (a :class:`ReplayCache` it created once, or a shared :class:`ReplayStore` when several workers receive);
+    it is only consulted once the signature and timestamp are good, so forgeries cannot poison it.
     """
     lower = {k.lower(): v for k, v in headers.items()}
     ts_text = lower.get(TIMESTAMP_HEADER.lower())
@@ -150,7 +166,6 @@ def verify(
         raise WebhookVerificationError("malformed", "body is not JSON") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("id"), str) or not payload["id"]:
         raise WebhookVerificationError("malformed", "body has no event id")
-    cache = _DEFAULT_CACHE if replay_cache is None else replay_cache
-    if not cache.add(payload["id"], now, 2 * max_skew):
+    if not replay_cache.add(payload["id"], now, 2 * max_skew):
         raise WebhookVerificationError("replay", f"event {payload['id']} was already delivered")
     return payload

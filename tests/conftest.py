@@ -132,8 +132,10 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
 @contextlib.contextmanager
 def memory_runtime(tmp_path: Path, manifest: str) -> Iterator[tuple[Any, Any, str]]:
     """An in-process runtime on a fresh memory provider (``{store}`` in ``manifest``) with a fake clock,
-    every secret created; yields (runtime, clock, store name)."""
+    every secret created; yields (runtime, clock, store name). ``runtime.metrics`` is a daemon-style
+    registry on the same fake clock."""
     from rotator.app import build_runtime
+    from rotator.metrics import Metrics
     from rotator.testing.clock import FakeClock
     from rotator.testing.memory import MemoryProvider
 
@@ -141,7 +143,7 @@ def memory_runtime(tmp_path: Path, manifest: str) -> Iterator[tuple[Any, Any, st
     path = tmp_path / "rotation.yaml"
     path.write_text(manifest.format(store=name))
     clock = FakeClock()
-    rt = build_runtime(path, actor="test", clock=clock, notify=False)
+    rt = build_runtime(path, actor="test", clock=clock, notify=False, metrics=Metrics(clock=clock))
     rt.engine.reconcile(list(rt.manifest.secrets.values()))
     try:
         yield rt, clock, name

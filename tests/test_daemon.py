@@ -82,6 +82,12 @@ def test_metrics_parse_and_change_after_rotation(workspace: Workspace) -> None:
         assert first[("rotator_up", ())] == 1
         assert first[("rotator_build_info", (("version", "0.1.0"),))] == 1
         assert first[("rotator_secret_policy_seconds", (("secret", "slow"),))] == 90 * 86400
+        # Counters exist from the start (the first pass only created values) ...
+        for result in ("success", "failure"):
+            assert first[("rotator_rotations_total", (("result", result), ("secret", "slow")))] == 0
+        # ... and the age is computed at scrape time: it grows with no reconcile (every 1m) in between.
+        age = ("rotator_secret_age_seconds", (("secret", "slow"),))
+        _wait(lambda: _metrics(port)[age] > first[age], timeout=20)
         key = ("rotator_rotations_total", (("result", "success"), ("secret", "fast")))
         _wait(lambda: _metrics(port).get(key, 0) >= 1, timeout=20)
         later = _metrics(port)

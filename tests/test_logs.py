@@ -346,3 +346,21 @@ def test_durations_logged_like_the_manifest_writes_them(capture: Lines) -> None:
     get_logger().info("scheduled", every=timedelta(minutes=5), grace=timedelta(days=7))
     (line,) = capture()
     assert (line["every"], line["grace"]) == ("5m", "7d")
+
+
+def test_redaction_registry_is_bounded_least_recently_registered_first() -> None:
+    """Beyond max_values the least recently registered value is forgotten; registering again (as every
+    read does for every stored value) keeps a value recent, so only long-gone values age out."""
+    from rotator.logs import _Registry
+
+    registry = _Registry(max_values=3)
+    for value in ("alpha-value-1", "bravo-value-2", "charlie-val-3"):
+        registry.add(value)
+    registry.add("alpha-value-1")  # read again: recent
+    registry.add("delta-value-4")  # evicts bravo, the least recently registered
+    assert len(registry) == 3
+    text = "alpha-value-1 bravo-value-2 charlie-val-3 delta-value-4"
+    assert registry.scrub(text) == f"{REDACTED} bravo-value-2 {REDACTED} {REDACTED}"
+    registry.discard("alpha-value-1")
+    assert len(registry) == 2
+    assert registry.scrub("alpha-value-1") == "alpha-value-1"

@@ -21,7 +21,6 @@ from rotator.keyring import Keyring
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.manifest import parse_manifest
 from rotator.manual import mark_rotated
-from rotator.metrics import METRICS
 from rotator.plan import Action, decide
 from rotator.testing import FakeClock, MemoryProvider
 from tests.conftest import Workspace, memory_runtime
@@ -183,7 +182,9 @@ def test_mark_rotated_records_reminds_once_when_overdue_and_exports_the_age(
     assert [e.type for e in events].count(EventType.OVERDUE) == 1
     overdue = next(e for e in events if e.type is EventType.OVERDUE)
     assert overdue.details["manual"] is True
-    assert METRICS.age.labels(secret="vendor/console")._value.get() == pytest.approx((40 * D).total_seconds())
+    age = {"secret": "vendor/console"}
+    assert rt.metrics.registry.get_sample_value("rotator_secret_age_seconds", age) == \
+        pytest.approx((40 * D).total_seconds())
 
     clock.advance(60)
     again = mark_rotated(rt.engine, policy, reason="rotated again")
@@ -192,7 +193,7 @@ def test_mark_rotated_records_reminds_once_when_overdue_and_exports_the_age(
     assert after is not None
     assert sorted(str(v.state) for v in after.versions) == ["current", "retired"]
     assert rt.engine.reconcile_one(policy).action == "none"
-    assert METRICS.age.labels(secret="vendor/console")._value.get() == 0
+    assert rt.metrics.registry.get_sample_value("rotator_secret_age_seconds", age) == 0
 
 
 def test_mark_rotated_refuses_what_it_cannot_record(env: tuple[Runtime, FakeClock, str, list[Event]]) -> None:

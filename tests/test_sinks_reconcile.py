@@ -13,7 +13,6 @@ import pytest
 from rotator.app import Runtime
 from rotator.audit import iter_records
 from rotator.errors import ExitCode
-from rotator.metrics import METRICS
 from rotator.outcome import exit_code_for
 from rotator.sinks.reconcile import deliver
 from rotator.testing import FakeClock
@@ -97,7 +96,7 @@ def test_a_failing_sink_is_reported_not_rolled_back(env: tuple[Runtime, FakeCloc
     """The unwritable target gives a failed outcome (exit 1), a sink.failed event in the audit log and a
     failed counter; the keyset and the other sinks are untouched."""
     rt, _, _ = env
-    before = METRICS.registry.get_sample_value(
+    before = rt.metrics.registry.get_sample_value(
         "rotator_sink_deliveries_total", {"secret": "db", "sink": f"file:{tmp_path}/missing-dir/db.txt",
                                           "result": "failed"}) or 0
     current = _values(rt, "db")["current"]
@@ -108,7 +107,7 @@ def test_a_failing_sink_is_reported_not_rolled_back(env: tuple[Runtime, FakeCloc
     events = [r for r in iter_records(tmp_path / "audit.jsonl") if r.get("event") == "sink.failed"]
     assert events[-1]["secret"] == "db"
     assert events[-1]["details"] == {"sink": f"file:{tmp_path}/missing-dir/db.txt"}
-    after = METRICS.registry.get_sample_value(
+    after = rt.metrics.registry.get_sample_value(
         "rotator_sink_deliveries_total", {"secret": "db", "sink": f"file:{tmp_path}/missing-dir/db.txt",
                                           "result": "failed"})
     assert after == before + 1

@@ -109,12 +109,38 @@ def test_replay_with_new_timestamp_rejected() -> None:
         verify(headers2, body2, SECRET, now=NOW + 3, replay_cache=cache)
 
 
-def test_default_cache_is_process_wide() -> None:
-    """Without an injected cache, a second verify() of the same delivery is a replay."""
-    headers, body = _delivery({"id": "evt_default_cache_test"}, at=NOW)
-    verify(headers, body, SECRET, now=NOW)
+def test_no_hidden_process_wide_cache() -> None:
+    """The replay cache is the receiver's: two receivers (two caches) each accept the same delivery once,
+    and verify() without a cache is a usage error, not a silent per-process cache."""
+    headers, body = _delivery({"id": "evt_two_receivers"}, at=NOW)
+    first, second = ReplayCache(), ReplayCache()
+    assert verify(headers, body, SECRET, now=NOW, replay_cache=first)["id"] == "evt_two_receivers"
+    assert verify(headers, body, SECRET, now=NOW, replay_cache=second)["id"] == "evt_two_receivers"
     with pytest.raises(WebhookVerificationError, match="replay"):
-        verify(headers, body, SECRET, now=NOW)
+        verify(headers, body, SECRET, now=NOW, replay_cache=first)
+    with pytest.raises(TypeError, match="replay_cache"):
+        verify(headers, body, SECRET, now=NOW)  # type: ignore[call-arg]
+
+
+def test_a_shared_replay_store_is_accepted() -> None:
+    """Any object with ``add(event_id, now, ttl) -> bool`` works, e.g. one backed by a shared store."""
+
+    class SetStore:
+        def __init__(self) -> None:
+            self.ids: dict[str, float] = {}
+
+        def add(self, event_id: str, now: float, ttl: float) -> bool:
+            if self.ids.get(event_id, 0.0) > now:
+                return False
+            self.ids[event_id] = now + ttl
+            return True
+
+    store = SetStore()
+    headers, body = _delivery({"id": "evt_shared"}, at=NOW)
+    verify(headers, body, SECRET, now=NOW, replay_cache=store)
+    assert store.ids == {"evt_shared": NOW + 600}
+    with pytest.raises(WebhookVerificationError, match="replay"):
+        verify(headers, body, SECRET, now=NOW + 1, replay_cache=store)
 
 
 def test_bad_signature_does_not_poison_cache() -> None:

@@ -48,20 +48,20 @@ Examples:
               help="How long a provider's circuit stays open after 5 consecutive failures.")
 @click.option("--shutdown-timeout", default="90s", show_default=True, metavar="DURATION",
               help="After SIGTERM, how long in-flight steps may take before the process leaves anyway.")
+@click.option("--http-idle-timeout", type=click.IntRange(min=1), default=15, show_default=True,
+              metavar="SECONDS", help="Close a keep-alive HTTP connection idle this long.")
 @pass_state
 def daemon(state: State, metrics_port: int, listen: str, reconcile_every: str, circuit_cooldown: str,
-           shutdown_timeout: str) -> None:
+           shutdown_timeout: str, http_idle_timeout: int) -> None:
     """Run continuously: scheduled rotations, notices, retirements; /metrics, /healthz, /readyz."""
-    from rotator import circuit
     from rotator.daemon import Daemon
 
     every = _duration("--reconcile-every", reconcile_every)
     cooldown = _duration("--circuit-cooldown", circuit_cooldown)
     grace = _duration("--shutdown-timeout", shutdown_timeout)
-    circuit.DEFAULTS["cooldown"] = cooldown.total_seconds()
     state.manifest_path()  # a missing manifest fails now, saying where it looked
     code = Daemon(state.manifest_arg, listen=listen, port=metrics_port, reconcile_every=every,
-                  shutdown_timeout=grace).run()
+                  shutdown_timeout=grace, circuit_cooldown=cooldown, http_idle_timeout=http_idle_timeout).run()
     sys.exit(int(code))
 
 

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rotator.errors import ExitCode, RotatorError
 from rotator.events import Event, EventType, new_correlation_id
 from rotator.keyset import Keyset, SecretValue
 from rotator.logs import get_logger, redact_text
-from rotator.metrics import METRICS
 from rotator.outcome import Outcome
 from rotator.sinks.base import Content, Delivery, Sink, SinkConfig, SinkError, build_sink
 
@@ -33,12 +31,10 @@ if TYPE_CHECKING:
     from rotator.app import Runtime
     from rotator.manifest import SecretPolicy
 
-__all__ = ["DELIVERIES", "deliver", "desired_values"]
+__all__ = ["deliver", "desired_values"]
 
 log = get_logger("rotator.sinks")
 
-DELIVERIES = Counter("rotator_sink_deliveries", "Sink deliveries by result (written, unchanged, failed).",
-                     ["secret", "sink", "result"], registry=METRICS.registry)
 
 
 @dataclass
@@ -130,7 +126,8 @@ def _deliver_one(runtime: Runtime, target: _Target, keysets: dict[str, Keyset], 
         return [_failed(runtime, policy, name, exc) for policy, _ in _unique(target.members)]
     out = []
     for policy, _ in _unique(target.members):
-        DELIVERIES.labels(secret=policy.name, sink=name, result="written" if delivery.wrote else "unchanged").inc()
+        if runtime.metrics is not None:
+            runtime.metrics.sink_delivery(policy.name, name, "written" if delivery.wrote else "unchanged")
         for skipped in delivery.skipped:
             note(f"{policy.name}: {name}: {skipped}")
         if not delivery.changed:
@@ -190,7 +187,8 @@ def _with_retries(sink: Sink, content: Content, config: SinkConfig) -> Delivery:
 def _failed(runtime: Runtime, policy: SecretPolicy, sink: str, exc: SinkError) -> Outcome:
     message = redact_text(exc.message)
     log.warning("sink.failed", secret=policy.name, sink=sink, error=message, exit_code=int(exc.exit_code))
-    DELIVERIES.labels(secret=policy.name, sink=sink, result="failed").inc()
+    if runtime.metrics is not None:
+        runtime.metrics.sink_delivery(policy.name, sink, "failed")
     event = Event(type=EventType.SINK_FAILED, secret=policy.name, provider=policy.provider,
                   at=runtime.engine.clock(), actor=runtime.engine.actor, correlation_id=new_correlation_id(),
                   reason=message[:300], details={"sink": sink})
