@@ -102,6 +102,17 @@ def bind(secret: str, spec: SecretTarget, targets: Mapping[str, TargetSpec], gra
         known = ", ".join(targets) or "none defined"
         raise fail((*at, "target", "name"), f"unknown target '{spec.name}' (targets: {known})")
     options = dict(spec.model_extra or {})
+    model = getattr(targets[spec.name].cls, "binding_model", None)  # optional: a target's own binding keys
+    if model is not None and options:
+        try:
+            model.model_validate(options)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            key = ".".join(str(p) for p in first["loc"]) or "target"
+            why = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            known = ", ".join(sorted(model.model_fields)) or "none"
+            raise fail((*at, "target", key), f"{why} for a {targets[spec.name].cls.type_name} target "
+                                             f"(its binding keys: {known})") from None
     if spec.url is not None:
         options["url"] = spec.url
     binding = Binding(secret=secret, target=spec.name, username=spec.username, strategy=spec.strategy,

@@ -196,8 +196,9 @@ class Target(Protocol):
     """What a target plugin implements. See the module docstring for the error contract.
 
     Constructor convention: ``Cls(*, name, config, base_dir, admin)`` where ``config`` is an instance of
-    ``config_model`` (the ``targets.<name>`` block of the manifest, minus ``type`` and ``admin``) and
-    ``admin`` is an :data:`AdminCredentials` callable.
+    ``config_model`` (the ``targets.<name>`` block of the manifest, minus ``type``, ``admin`` and ``url``) and
+    ``admin`` is an :data:`AdminCredentials` callable. An optional ``binding_model`` class variable (a pydantic
+    model) validates the extra keys of a secret's ``target:`` block at manifest load (exit 2 on a typo).
     """
 
     type_name: ClassVar[str]

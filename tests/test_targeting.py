@@ -249,6 +249,14 @@ def test_unknown_strategy_for_a_target_is_a_manifest_error(tmp_path: Path) -> No
                        tmp_path / "rotation.yaml")
 
 
+def test_a_typo_in_a_binding_key_is_a_manifest_error(tmp_path: Path) -> None:
+    """Keys a target's binding_model does not know are refused at load with file:line and the known keys."""
+    text = MANIFEST.format(strategy="dual", extra="").replace("strategy: dual", "strategy: dual, nte: x")
+    with pytest.raises(ManifestError, match=r"rotation.yaml:\d+:\d+: .*unknown key .*binding keys: note"):
+        parse_manifest(text, tmp_path / "rotation.yaml")
+    parse_manifest(text.replace("nte: x", "note: x"), tmp_path / "rotation.yaml")
+
+
 def test_admin_from_a_managed_secret(tmp_path: Path) -> None:
     """``admin: {secret: NAME}`` gives the target the secret's current value, then pending and previous."""
     text = MANIFEST.format(strategy="dual", extra="").replace(

@@ -28,6 +28,13 @@ class MemoryTargetConfig(BaseModel):
     host: str = "memory"
 
 
+class MemoryBindingOptions(BaseModel):
+    """Extra keys a secret's ``target:`` block may give a memory target (checked at manifest load)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    note: str | None = None
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -37,6 +44,7 @@ class MemoryTarget:
 
     type_name: ClassVar[str] = "memory"
     config_model: ClassVar[type[BaseModel]] = MemoryTargetConfig
+    binding_model: ClassVar[type[BaseModel]] = MemoryBindingOptions
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.SINGLE, Capability.DUAL, Capability.ALTERNATING})
 
