@@ -6,7 +6,7 @@ PROVIDERS := $(patsubst %/pyproject.toml,%,$(wildcard providers/*/pyproject.toml
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 MANIFEST ?= rotation.yaml
 
-.PHONY: run test install dev lint typecheck security unit bench clean image
+.PHONY: run test install dev lint typecheck security unit slow bench clean image
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rotator needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -40,8 +40,13 @@ typecheck:
 security:
 	$(BIN)/bandit -q -r rotator providers -c pyproject.toml -ll
 
+## unit: the suite without the tests marked slow (those run in `make slow`, which .ci/run adds)
 unit:
-	$(BIN)/pytest -n 2 --dist loadgroup -q
+	$(BIN)/pytest -n 2 --dist loadgroup -q -m "not slow"
+
+## slow: the long end-to-end tests (kill -9 trials, the container image build)
+slow: dev
+	$(BIN)/pytest -n 2 --dist loadgroup -q -m slow
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
