@@ -73,7 +73,7 @@ def test_manifest_enum_value_gets_did_you_mean(workspace: Workspace) -> None:
     workspace.write_manifest("version: 1\nsecrets:\n  - name: s\n    kind: hmca\n")
     message, _ = _one_error(workspace.cli("validate"))
     assert message == ("rotation.yaml:4:5: secrets[0].kind: unknown kind 'hmca' (did you mean 'hmac'?); "
-                       "one of: api_key, hmac, password, ed25519, rsa, fernet")
+                       "one of: api_key, hmac, password, ed25519, rsa, fernet, manual")
     workspace.write_manifest("version: 1\nsecrets:\n  - {name: s, kind: hmac, encoding: bas64}\n")
     message, _ = _one_error(workspace.cli("validate"))
     assert "secrets[0].encoding: unknown encoding 'bas64' (did you mean 'base64'?)" in message

@@ -349,3 +349,26 @@ def test_durations_logged_like_the_manifest_writes_them(capture: Lines) -> None:
     get_logger().info("scheduled", every=timedelta(minutes=5), grace=timedelta(days=7))
     (line,) = capture()
     assert (line["every"], line["grace"]) == ("5m", "7d")
+
+
+def test_logging_from_inside_a_write_does_not_deadlock() -> None:
+    """A signal handler that logs while the same thread is inside a log write (the daemon's SIGTERM) gets its
+    line out instead of deadlocking on the stream's lock."""
+    import threading
+
+    class Reentrant(io.StringIO):
+        inside = False
+
+        def write(self, text: str) -> int:
+            if not Reentrant.inside:
+                Reentrant.inside = True
+                get_logger().warning("from the handler")  # what a signal handler would do mid-write
+            return super().write(text)
+
+    buf = Reentrant()
+    configure_logging("json", stream=buf)
+    worker = threading.Thread(target=lambda: get_logger().info("outer"), daemon=True)
+    worker.start()
+    worker.join(timeout=30)  # a bound for the hang this test guards against, not a speed assertion
+    assert not worker.is_alive(), "logging deadlocked on its own lock"
+    assert {json.loads(line)["event"] for line in buf.getvalue().splitlines()} == {"outer", "from the handler"}
