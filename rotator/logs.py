@@ -258,12 +258,22 @@ class _RedactingHandler(logging.StreamHandler[TextIO]):
     """Marks the root handler we install, so reconfiguring replaces it instead of stacking another."""
 
 
+_WRITE_LOCKS: dict[int, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
 class _NamedWriteLogger(structlog.WriteLogger):
-    """A WriteLogger that remembers the name passed to :func:`get_logger`."""
+    """A WriteLogger that remembers the name passed to :func:`get_logger`.
+
+    Its per-stream lock is reentrant: a signal handler that logs (the daemon's SIGTERM) runs on the thread
+    that may be inside a write already, and structlog's plain Lock would deadlock it there.
+    """
 
     def __init__(self, file: TextIO, name: str | None) -> None:
         super().__init__(file)
         self.name = name
+        with _WRITE_LOCKS_GUARD:
+            self._lock = _WRITE_LOCKS.setdefault(id(file), threading.RLock())  # type: ignore[assignment]
 
 
 def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -364,3 +364,26 @@ def test_redaction_registry_is_bounded_least_recently_registered_first() -> None
     registry.discard("alpha-value-1")
     assert len(registry) == 2
     assert registry.scrub("alpha-value-1") == "alpha-value-1"
+
+
+def test_logging_from_inside_a_write_does_not_deadlock() -> None:
+    """A signal handler that logs while the same thread is inside a log write (the daemon's SIGTERM) gets its
+    line out instead of deadlocking on the stream's lock."""
+    import threading
+
+    class Reentrant(io.StringIO):
+        inside = False
+
+        def write(self, text: str) -> int:
+            if not Reentrant.inside:
+                Reentrant.inside = True
+                get_logger().warning("from the handler")  # what a signal handler would do mid-write
+            return super().write(text)
+
+    buf = Reentrant()
+    configure_logging("json", stream=buf)
+    worker = threading.Thread(target=lambda: get_logger().info("outer"), daemon=True)
+    worker.start()
+    worker.join(timeout=30)  # a bound for the hang this test guards against, not a speed assertion
+    assert not worker.is_alive(), "logging deadlocked on its own lock"
+    assert {json.loads(line)["event"] for line in buf.getvalue().splitlines()} == {"outer", "from the handler"}
