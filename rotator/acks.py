@@ -21,6 +21,7 @@ from rotator.errors import ConflictError, OperationFailed, UsageError
 from rotator.keyset import Keyset
 from rotator.logs import get_logger
 from rotator.provider import Provider, SecretRef
+from rotator.transitions import UpdateMeta
 
 __all__ = ["ACKS", "acknowledged", "record_ack", "waiting_for", "with_ack"]
 
@@ -82,7 +83,7 @@ def record_ack(provider: Provider, ref: SecretRef, consumer: str, clock: Callabl
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         try:
-            provider.update_meta(ref, keyset, {ACKS: acks})
+            provider.apply(ref, keyset, UpdateMeta({ACKS: acks}))
         except ConflictError:
             time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # jitter, not a secret
             continue

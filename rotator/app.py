@@ -17,6 +17,7 @@ from rotator.audit import AuditLog
 from rotator.clock import Clock, utcnow
 from rotator.engine import Engine
 from rotator.events import Event, EventBus, Subscriber
+from rotator.keyset import SecretValue
 from rotator.logs import get_logger, redact_text
 from rotator.manifest import Manifest, load_manifest, resolve_manifest_path
 from rotator.metrics import METRICS
@@ -61,6 +62,7 @@ class Runtime:
         if self.dispatcher is not None:
             self.dispatcher.close(timeout)  # flushes, then reports what is still queued as failed
         self.providers.close()
+        self.engine.targets.close()
         self.audit.close()
 
 
@@ -80,8 +82,21 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
     bus.subscribe(audit, critical=True)
     bus.subscribe(_log_event)
     providers = manifest.build_providers()
+    engines: list[Engine] = []
+
+    def admin_values(secret: str) -> list[SecretValue]:
+        """An admin secret's values, best first: current, then pending and previous (it may be mid-rotation)."""
+        keyset = engines[0].read(manifest.secret(secret))
+        if keyset is None:
+            return []
+        current, pending = keyset.current, keyset.pending
+        ordered = [current, pending, *keyset.previous_versions]
+        return [v.value for v in ordered if v is not None and v.value is not None]
+
+    targets = manifest.build_targets(admin_values)
     engine = Engine(manifest, providers, bus, actor=actor, clock=clock, stop_requested=stop_requested,
-                    audit=audit.append)
+                    audit=audit.append, targets=targets)
+    engines.append(engine)
     runtime = Runtime(manifest, providers, bus, audit, engine)
     if notify and manifest.model.notifiers:
         runtime.dispatcher = _dispatcher(runtime)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rotator.errors import BackendUnavailable
+from rotator.target import Capability
 
 __all__ = ["CircuitBreaker", "GuardedProvider", "breaker_for"]
 
@@ -101,7 +102,7 @@ class GuardedProvider:
     def __init__(self, inner: Any, breaker: CircuitBreaker, *, attempts: int = 3, backoff: float = 0.2) -> None:
         self.inner = inner
         self.breaker = breaker
-        self._attempts = attempts if getattr(inner, "retry_transient", True) else 1
+        self._attempts = 1 if Capability.NO_RETRY in inner.capabilities else attempts
         self._backoff = backoff
 
     def __getattr__(self, name: str) -> Any:

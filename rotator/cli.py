@@ -154,6 +154,22 @@ def retire(state: _State, name: str, reason: str) -> None:
     single(rt, lambda: rt.engine.retire_now(rt.manifest.secret(name), reason))
 
 
+@cli.command("mark-rotated")
+@click.argument("name")
+@click.option("--reason", required=True, metavar="TEXT", help="Who rotated it and how; recorded in the audit log.")
+@click.option("--fingerprint", metavar="ID", help="A non-secret id of the new value (key id, serial); never the value.")
+@click.option("--at", "at", metavar="TIME", help="When it was rotated (ISO 8601; default now), to backfill a record.")
+@pass_state
+def mark_rotated(state: _State, name: str, reason: str, fingerprint: str | None, at: str | None) -> None:
+    """Record that a kind: manual secret was rotated by hand (rotator never holds its value)."""
+    from rotator.commands import single
+    from rotator.manual import mark_rotated as record
+
+    rt = state.runtime()
+    single(rt, lambda: record(rt.engine, rt.manifest.secret(name), reason=reason, fingerprint=fingerprint,
+                              at=_parse_at(at, rt.engine.clock()) if at else None))
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)

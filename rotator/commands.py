@@ -35,6 +35,7 @@ def plan_rows(rt: Runtime, at: datetime, output: str) -> None:
             "state": _state(keyset), "action": str(decision.action), "detail": decision.detail,
             "last_rotation": last_rotation(keyset) if keyset else None, "next_due": decision.due_at,
             "next_action_at": decision.next_at, "schedule": policy.schedule.describe(),
+            "frozen_until": frozen.until if (frozen := policy.schedule.frozen(at)) else None,
         })
     if output == "json":
         emit_json({"at": at, "secrets": items})

@@ -1,9 +1,10 @@
-"""The engine: carries each secret through stage -> verify -> promote -> retire with one conditional write
-per step, resumes whatever a crashed or concurrent actor left behind, and emits events.
+"""The engine: a small executor that reads a keyset, asks :func:`rotator.plan.decide` for the step, applies
+the step's transition to the store (and its target, if the secret has one) with one conditional write, and
+emits events. docs/architecture.md has the step table and why a crash at any point resumes.
 
-Concurrency model (DESIGN.md section 1): no locks. Every write is conditional on the revision read; the
-loser of a race re-reads and either resumes the winner's pending attempt or reports that the secret was
-already rotated. ``kill -9`` at any instant leaves a keyset that the next run completes.
+Concurrency model: no locks. Every write is conditional on the revision read; the loser of a race re-reads
+and either resumes the winner's pending attempt or reports that the secret was already rotated. ``kill -9``
+at any instant leaves a keyset that the next run completes.
 """
 
 from __future__ import annotations
@@ -23,25 +24,42 @@ from rotator.errors import (
     OperationFailed,
     ProviderError,
     RotatorError,
+    UsageError,
     VerifyFailed,
 )
 from rotator.events import Event, EventBus, EventType, new_correlation_id
 from rotator.generators import generate, matches_kind
 from rotator.hooks import run_hook
-from rotator.keyset import Keyset, KeyVersion, SecretValue, State, with_meta
+from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
 from rotator.metrics import METRICS
 from rotator.outcome import Outcome, exit_code_for, summarise
-from rotator.plan import Action, Decision, decide, last_rotation, notice_key, notices_sent
+from rotator.plan import Action, Decision, decide, due_at, last_rotation, notice_key, notices_sent
 from rotator.provider import Provider, ProviderSet
+from rotator.target import SECRET_FIELDS, Capability, Credential, Strategy
+from rotator.targeting import TargetSet, credential_of
+from rotator.transitions import (
+    Adopt,
+    Create,
+    Discard,
+    Promote,
+    Purge,
+    Retire,
+    Revoke,
+    Rollback,
+    Stage,
+    Transition,
+    UpdateMeta,
+)
 
 __all__ = ["Engine", "Outcome", "exit_code_for"]
 
 log = get_logger("rotator.engine")
 _MAX_STEPS = 8
 _ROTATING = (Action.CREATE, Action.ROTATE, Action.RESUME)
-_FINAL = (Action.ROTATE, Action.RESUME)
+_FINAL = (Action.ROTATE, Action.RESUME, Action.REVOKE)
+_SETTLED = (Action.NONE, Action.PAUSED, Action.BACKOFF, Action.WAIT, Action.FROZEN, Action.REMIND)
 
 
 class Engine:
@@ -49,10 +67,11 @@ class Engine:
 
     def __init__(self, manifest: Manifest, providers: ProviderSet, bus: EventBus, *, actor: str,
                  clock: Clock = utcnow, stop_requested: Callable[[], bool] = lambda: False,
-                 audit: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 audit: Callable[[dict[str, Any]], Any] | None = None, targets: TargetSet | None = None) -> None:
         self.manifest = manifest
         self.audit = audit
         self.providers = providers
+        self.targets = targets if targets is not None else TargetSet({}, manifest.base_dir, lambda _: ())
         self.bus = bus
         self.actor = actor
         self.clock = clock
@@ -63,30 +82,42 @@ class Engine:
     def read(self, policy: SecretPolicy, *, values: bool = True) -> Keyset | None:
         """The stored keyset, with backend errors counted per provider.
 
-        ``values=False`` is for deciding and stepping: a provider that stores versions apart (AWS) may then
-        leave out values it would need extra requests for (its optional ``read_state``)."""
+        ``values=False`` is for deciding and stepping: a ``STATE_READ`` provider (AWS) may then leave out values
+        it would need extra requests for. A target-bound secret always reads values (disabling needs them)."""
         provider = self._provider(policy)
-        reader = provider.read
-        if not values:
-            reader = getattr(provider, "read_state", reader)
         try:
-            keyset = reader(policy.ref)
+            keyset = provider.read(policy.ref) if values or policy.binding is not None \
+                else provider.read_state(policy.ref)
         except ProviderError:
             METRICS.backend_errors.labels(provider=policy.provider).inc()
             raise
         if keyset is not None:
             for version in keyset.versions:
                 if version.value is not None:
-                    register_secret(version.value.reveal())
+                    _register(version.value)
         return keyset
+
+    def keep_previous(self, policy: SecretPolicy) -> int:
+        """How many previous versions may be in grace at once: the manifest's limit, one on stores without
+        ``MULTI_PREVIOUS`` and on two-slot targets (dual, alternating), none for ``single``."""
+        keep = policy.keep_previous
+        if Capability.MULTI_PREVIOUS not in self._provider(policy).capabilities:
+            keep = min(keep, 1)
+        if (binding := policy.binding) is not None:
+            keep = min(keep, 0 if binding.strategy is Strategy.SINGLE else 1)
+        return keep
 
     def reconcile(self, policies: Iterable[SecretPolicy], *, force: bool = False, reason: str | None = None,
                   revoke_previous: bool = False, dry_run: bool = False, concurrency: int = 1,
                   on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-        """Bring each secret up to date (or rotate it now with ``force``), ``concurrency`` at a time."""
+        """Bring each secret up to date (or rotate it now with ``force``), ``concurrency`` at a time.
+
+        A forced rotation that finds a value newer than the start of this call reports ``already_rotated``."""
+        since = self.clock()
+
         def one(policy: SecretPolicy) -> Outcome:
             outcome = self.reconcile_one(policy, force=force, reason=reason, revoke_previous=revoke_previous,
-                                         dry_run=dry_run)
+                                         dry_run=dry_run, since=since)
             if on_done is not None:
                 on_done(outcome)
             return outcome
@@ -98,12 +129,14 @@ class Engine:
             return list(pool.map(one, chosen))
 
     def reconcile_one(self, policy: SecretPolicy, *, force: bool = False, reason: str | None = None,
-                      revoke_previous: bool = False, dry_run: bool = False) -> Outcome:
+                      revoke_previous: bool = False, dry_run: bool = False,
+                      since: datetime | None = None) -> Outcome:
         """Take every step due for one secret; never raises for a per-secret problem."""
         cid = new_correlation_id()
         done: list[Outcome] = []
         conflicts = 0
         settled: datetime | None = None
+        overrode = ""
         for _ in range(_MAX_STEPS):
             if self.stop_requested():
                 break
@@ -111,16 +144,30 @@ class Engine:
             try:
                 keyset = self.read(policy, values=False)
                 now = self.clock()
-                decision = decide(policy, keyset, now)
-                if force and decision.action in (Action.NONE, Action.NOTICE, Action.BACKOFF, Action.PURGE):
-                    decision = Decision(Action.ROTATE, "forced (--now)", decision.due_at, now)
-                if decision.action in (Action.NONE, Action.PAUSED, Action.BACKOFF):
+                if force and policy.spec.kind == "manual":
+                    raise OperationFailed(f"{policy.name}: kind manual is reminder-only: rotate it by hand, then "
+                                          f"`rotator mark-rotated {policy.name} --reason ...`")
+                decision = decide(policy, keyset, now, force=force, revoke=revoke_previous,
+                                  since=since, keep_previous=self.keep_previous(policy))
+                if force and not overrode and (frozen := policy.schedule.frozen(now)) is not None:
+                    overrode = f"; {frozen}: overridden by --now"
+                    if not dry_run:
+                        self._audit("freeze.overridden", policy, cid, until=frozen.until.isoformat(),
+                                    why=frozen.why, reason=reason)
+                if decision.action in _SETTLED:
                     settled = decision.next_at
                     if keyset is not None:
                         self._observe(policy, keyset)  # gauges once per pass, from the settled keyset
                     if not done:
                         done.append(Outcome(policy.name, str(decision.action), True, decision.detail))
                     break
+                if decision.action is Action.ALREADY:
+                    done.append(Outcome(policy.name, "already_rotated", True, decision.detail))
+                    break
+                if decision.action is Action.BLOCKED:
+                    raise OperationFailed(f"{policy.name}: {decision.detail}",
+                                          hint=f"wait, `rotator retire {policy.name}` first, or rotate with "
+                                               "--revoke-previous if the older value must stop working now")
                 if dry_run:
                     done.append(Outcome(policy.name, f"would {decision.action}", True, decision.detail))
                     break
@@ -134,7 +181,7 @@ class Engine:
                 break
             except RotatorError as exc:
                 log.warning("secret.failed", secret=policy.name, correlation_id=cid, error=str(exc),
-                            exit_code=int(exc.exit_code))
+                            exit_code=int(exc.exit_code), target=policy.binding.target if policy.binding else None)
                 if decision is not None and decision.action in _ROTATING and not isinstance(exc, VerifyFailed):
                     METRICS.rotations.labels(secret=policy.name, result="failure").inc()
                     self._emit(EventType.FAILED, policy, cid, reason=str(exc))
@@ -145,34 +192,45 @@ class Engine:
                     force and decision.action is Action.CREATE):
                 break  # a rotation (or a resumed one) leaves nothing else due: skip the extra read
         summary = summarise(policy.name, done)
+        if overrode and summary.ok:
+            summary = replace(summary, message=summary.message + overrode)
         return replace(summary, next_at=settled) if settled is not None else summary
 
     def rollback(self, policy: SecretPolicy, reason: str) -> Outcome:
-        """Make the previous value current again (DESIGN.md: rollback)."""
+        """Make the previous value current again; never a revoked one. On a target, the restored value logs in
+        again before the store flips back, and the value rolled back from stops logging in after."""
+        if policy.spec.kind == "manual":  # a rollback would date the restored record from now (rotator.manual)
+            raise UsageError(f"{policy.name} is a kind: manual secret: correct its record with "
+                             f"`rotator mark-rotated {policy.name} --at WHEN --reason ...` instead of a rollback")
         cid = new_correlation_id()
         keyset = self._require(policy)
         now = self.clock()
         old = keyset.current
-        new = self._conditional(policy, keyset, lambda p, ks: p.rollback(policy.ref, ks, now, reason,
-                                                                          policy.rollback_window))
-        restored = new.current
-        assert restored is not None
-        self._emit(EventType.ROLLED_BACK, policy, cid, reason=reason, new=restored.id,
+        transition = Rollback(now, reason, policy.rollback_window)
+        planned = transition.apply(keyset)  # IllegalTransition (exit 1) before anything is touched
+        if (binding := policy.binding) is not None and (restored := credential_of(planned.current)) is not None:
+            self.targets.restore(binding, restored)
+        new = self._conditional(policy, keyset, transition)
+        self._disable_left(policy, keyset, new)
+        restored_version = new.current
+        assert restored_version is not None
+        self._emit(EventType.ROLLED_BACK, policy, cid, reason=reason, new=restored_version.id,
                    old=old.id if old else None)
-        return Outcome(policy.name, "rolled_back", True, f"{restored.id[:8]} is current again",
-                       restored.id, old.id if old else None)
+        return Outcome(policy.name, "rolled_back", True, f"{restored_version.id[:8]} is current again",
+                       restored_version.id, old.id if old else None)
 
     def retire_now(self, policy: SecretPolicy, reason: str = "retired by operator") -> Outcome:
-        """End the grace period of the previous value now."""
+        """End the grace period of every previous value now (a no-op, exit 0, when nothing is in grace)."""
         cid = new_correlation_id()
         keyset = self._require(policy)
-        previous = keyset.previous
-        if previous is None:
-            raise IllegalTransition(f"{policy.name}: no previous version in grace; nothing to retire")
+        olds = keyset.previous_versions
+        if not olds:
+            return Outcome(policy.name, "none", True, "nothing in grace to retire")
         now = self.clock()
-        self._conditional(policy, keyset, lambda p, ks: p.retire(policy.ref, ks, previous.id, now, reason))
-        self._emit(EventType.RETIRED, policy, cid, reason=reason, old=previous.id)
-        return Outcome(policy.name, "retired", True, f"{previous.id[:8]} retired", old_version=previous.id)
+        for previous in olds:
+            keyset = self._retire(policy, keyset, previous, now, reason, cid)
+        ids = ", ".join(v.id[:8] for v in olds)
+        return Outcome(policy.name, "retired", True, f"{ids} retired", old_version=olds[0].id)
 
     # --- steps -----------------------------------------------------------------------------------------
 
@@ -188,68 +246,104 @@ class Engine:
         assert keyset is not None
         provider = self._provider(policy)
         if action is Action.ADOPT:
-            adopted = provider.adopt(policy.ref, keyset)
+            adopted = provider.apply(policy.ref, keyset, Adopt())
             current = adopted.current
             self._audit("secret.adopted", policy, cid, version=current.id if current else None)
             return Outcome(policy.name, "adopted", True, "existing value adopted as current")
-        if action is Action.RESUME:  # an incident revoke that finds a pending attempt finishes it with grace 0
+        if action is Action.RESUME:  # an incident revoke that finds a pending attempt finishes it as a revoke
             pending = keyset.pending
             assert pending is not None
-            grace = timedelta(0) if revoke else policy.grace
-            return self._finish(policy, keyset, pending, None, cid, grace, reason, resumed=True)
+            revoking = revoke or bool(keyset.meta.get("revoking"))
+            grace = timedelta(0) if revoking else policy.grace
+            return self._finish(policy, keyset, pending, None, cid, grace, reason, resumed=True, revoke=revoking)
         if action is Action.DISCARD:
             pending = keyset.pending
             assert pending is not None
-            provider.discard(policy.ref, keyset, pending.id)
+            self._discard(policy, keyset, pending)
             self._audit("pending.discarded", policy, cid, version=pending.id, reason="stale")
             return Outcome(policy.name, "discarded", True, f"stale pending {pending.id[:8]} discarded")
         if action is Action.RETIRE:
-            previous = keyset.previous
-            assert previous is not None
+            previous = keyset.get(decision.versions[0])
             why = "grace period ended" if previous.expires_at is None or previous.expires_at <= now \
                 else "every consumer acknowledged the new version"
-            provider.retire(policy.ref, keyset, previous.id, now, why)
-            self._emit(EventType.RETIRED, policy, cid, reason=why, old=previous.id)
+            self._retire(policy, keyset, previous, now, why, cid)
             return Outcome(policy.name, "retired", True, f"{previous.id[:8]} retired", old_version=previous.id)
+        if action is Action.REVOKE:
+            return self._revoke_older(policy, keyset, decision.versions, now, cid, reason)
         if action is Action.PURGE:
-            provider.purge(policy.ref, keyset, now, policy.rollback_window)
+            provider.apply(policy.ref, keyset, Purge(now, policy.rollback_window))
             return Outcome(policy.name, "purged", True, "retired values past the rollback window purged")
         if action is Action.NOTICE:
             return self._notice(policy, keyset, decision, now, cid)
+        if action is Action.OVERDUE:
+            from rotator.manual import overdue_notice
+
+            return overdue_notice(self, policy, keyset, decision, cid)
         return self._rotate(policy, keyset, now, cid, reason, revoke)
 
     def _create(self, policy: SecretPolicy, now: datetime, cid: str) -> Outcome:
-        version = self._new_version(policy, now, State.CURRENT)
+        version = self._new_version(policy, now, State.CURRENT, None)
+        binding = policy.binding
+        credential = credential_of(version)
+        if binding is not None and credential is not None:
+            self.targets.create(binding, credential)  # set on the target and logged in before it is stored
+        assert version.value is not None
+        self._hook(policy, version.id, version.value)  # verify runs on the first value too
         try:
-            self._provider(policy).create(policy.ref, version.replace(promoted_at=now),
-                                          {"next_due": policy.schedule.due_at(now, now).isoformat()})
+            self._provider(policy).apply(policy.ref, None, Create(
+                version.replace(promoted_at=now), {"next_due": policy.schedule.due_at(now, now).isoformat()}))
         except ConflictError:
+            self._lost_create(policy, version)
             return Outcome(policy.name, "already_rotated", True, "created by another actor")
+        stored = self._provider(policy).read_value(policy.ref, version.id)
+        if stored is None or stored != version.value:
+            raise VerifyFailed(f"{policy.name}: read-back of the first value {version.id[:8]} differs from what "
+                               "was written")
         self._emit(EventType.SUCCEEDED, policy, cid, new=version.id, reason="initial value",
-                   details={"initial": True})
+                   details={"initial": True, **self._target_details(policy, credential)})
         return Outcome(policy.name, "created", True, "first value stored", version.id)
+
+    def _lost_create(self, policy: SecretPolicy, ours: KeyVersion) -> None:
+        """Another actor created the secret first: give the target back to the winner's value."""
+        if (binding := policy.binding) is None:
+            return
+        winner = self.read(policy)
+        theirs = credential_of(winner.current if winner else None)
+        if binding.strategy is Strategy.DUAL or self.targets.issues(binding):
+            self.targets.disable(binding, [ours], [])
+        elif theirs is not None:
+            self.targets.restore(binding, theirs)
 
     def _rotate(self, policy: SecretPolicy, keyset: Keyset, now: datetime, cid: str, reason: str | None,
                 revoke: bool) -> Outcome:
-        version = self._new_version(policy, now, State.PENDING)
+        if (binding := policy.binding) is not None:
+            self.targets.get(binding.target).check()  # a target that is down fails here, store unchanged
+        version = self._new_version(policy, now, State.PENDING, keyset)
         grace = timedelta(0) if revoke else policy.grace
-        next_due = policy.schedule.due_at(now, now).isoformat()  # bookkeeping rides on the stage write
+        meta: dict[str, Any] = {"next_due": policy.schedule.due_at(now, now).isoformat()}
+        if revoke:
+            meta["revoking"] = now.isoformat()  # a crash before promote still finishes as a revoke
+            if Capability.ASSIGNS_VERSION_IDS in self._provider(policy).capabilities:
+                keyset = self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"revoking": meta["revoking"]}))
         try:
-            staged = self._provider(policy).stage(policy.ref, with_meta(keyset, next_due=next_due), version)
+            staged = self._provider(policy).apply(policy.ref, keyset, Stage(version, meta))
         except ConflictError:
+            if binding is not None and self.targets.issues(binding):
+                self.targets.disable(binding, [version], [])  # the key we issued will never be stored
             fresh = self.read(policy, values=False)
             if fresh is not None and fresh.pending is not None:
                 log.info("rotation.resuming_other", secret=policy.name, pending=fresh.pending.id)
-                return self._finish(policy, fresh, fresh.pending, None, cid, grace, reason, resumed=True)
+                return self._finish(policy, fresh, fresh.pending, None, cid, grace, reason, resumed=True,
+                                    revoke=revoke)
             if _current_id(fresh) != _current_id(keyset):
                 return Outcome(policy.name, "already_rotated", True, "rotated by another actor meanwhile")
             raise
         pending = staged.pending  # the provider may store it under an id of its own (AWS: the stage token)
         assert pending is not None
-        return self._finish(policy, staged, pending, version, cid, grace, reason, resumed=False)
+        return self._finish(policy, staged, pending, version, cid, grace, reason, resumed=False, revoke=revoke)
 
     def _finish(self, policy: SecretPolicy, keyset: Keyset, pending: KeyVersion, ours: KeyVersion | None,
-                cid: str, grace: timedelta, reason: str | None, *, resumed: bool) -> Outcome:
+                cid: str, grace: timedelta, reason: str | None, *, resumed: bool, revoke: bool) -> Outcome:
         started = time.monotonic()
         provider = self._provider(policy)
         try:
@@ -259,56 +353,72 @@ class Engine:
             raise
         old = keyset.current
         now = self.clock()
+        if pending.value is None:
+            keyset = keyset.replace(versions=tuple(v.replace(value=value) if v.id == pending.id else v
+                                                   for v in keyset.versions))
+        transition = Promote(pending.id, now, grace, reason, revoke, self.keep_previous(policy))
+        planned = transition.apply(keyset)
+        if revoke:  # leak safety: the revoked values stop logging in before the store says so
+            self._disable_left(policy, keyset, planned)
         try:
-            promoted = provider.promote(policy.ref, keyset, pending.id, now, grace, reason)
+            promoted = provider.apply(policy.ref, keyset, transition)
         except ConflictError:
             fresh = self.read(policy, values=False)
             if fresh is not None and _current_id(fresh) == pending.id:
                 return Outcome(policy.name, "already_rotated", True, "promoted by another actor",
                                pending.id, old.id if old else None)
             raise
+        if not revoke:
+            self._disable_left(policy, keyset, promoted)  # previous values a promote retired early
         METRICS.duration.observe(time.monotonic() - started)
         self._observe(policy, promoted)
         METRICS.rotations.labels(secret=policy.name, result="success").inc()
         old_id = old.id if old else None
-        details: dict[str, Any] = {"resumed": resumed}
+        details: dict[str, Any] = {"resumed": resumed, **self._target_details(policy, credential_of(
+            next(v for v in promoted.versions if v.id == pending.id)))}
         if grace > timedelta(0) and old is not None:
             details["grace_until"] = (now + grace).isoformat()
         if policy.spec.consumers:
             details["consumers"] = list(policy.spec.consumers)
         self._emit(EventType.SUCCEEDED, policy, cid, reason=reason, new=pending.id, old=old_id,
                    details=details)
-        superseded = keyset.previous
-        if superseded is not None:
-            self._emit(EventType.RETIRED, policy, cid, reason="superseded", old=superseded.id)
-        if old is not None and grace <= timedelta(0):
-            self._emit(EventType.REVOKED, policy, cid, reason=reason or "revoked", old=old.id,
-                       details={"consumers": list(policy.spec.consumers)})
-        if promoted.meta.get("failures"):
-            self._conditional(policy, promoted, lambda p, ks: p.update_meta(
-                policy.ref, ks, {"failures": None, "last_failure_at": None, "last_failure": None}))
-        action = "revoked" if grace <= timedelta(0) and old else ("resumed" if resumed else "rotated")
+        before = {v.id: v.state for v in keyset.versions}
+        for version in promoted.versions:
+            if before.get(version.id) is State.PREVIOUS and version.state is State.RETIRED:
+                self._emit(EventType.RETIRED, policy, cid, reason=version.reason or "superseded", old=version.id)
+            elif version.state is State.REVOKED and before.get(version.id) is not State.REVOKED:
+                self._emit(EventType.REVOKED, policy, cid, reason=reason or "revoked", old=version.id,
+                           details={"consumers": list(policy.spec.consumers)})
+        clear = {k: None for k in ("failures", "last_failure_at", "last_failure", "revoking") if k in promoted.meta}
+        if clear:
+            self._conditional(policy, promoted, UpdateMeta(clear))
+        action = "revoked" if revoke and old else ("resumed" if resumed else "rotated")
         outcome = Outcome(policy.name, action, True, f"{pending.id[:8]} is current", pending.id, old_id,
                           consumers=tuple(policy.spec.consumers) if action == "revoked" else ())
         return self._post_check(policy, pending.id, value, outcome, cid)
 
     def _verify(self, policy: SecretPolicy, pending: KeyVersion, ours: KeyVersion | None) -> SecretValue:
-        """Read the pending value back, check it, run the verify hook; return the value as stored."""
+        """Read the pending value back, check it, make it log in on the target, run the verify hook."""
         value = self._provider(policy).read_value(policy.ref, pending.id)  # a real read-back, one request
         if value is None:
             raise VerifyFailed(f"{policy.name}: pending {pending.id[:8]} vanished before it was verified")
-        register_secret(value.reveal())
+        _register(value)
         if ours is not None and ours.value is not None:
             if value != ours.value:
                 raise VerifyFailed(f"{policy.name}: read-back of {pending.id[:8]} differs from what was written")
-        elif not matches_kind(policy.spec.kind, value.reveal(), policy.params):
+        elif policy.binding is None and not matches_kind(policy.spec.kind, value.reveal(), policy.params):
             raise VerifyFailed(f"{policy.name}: stored pending {pending.id[:8]} is not a valid {policy.spec.kind}")
+        if (binding := policy.binding) is not None:
+            self.targets.activate(binding, Credential.from_value(value))  # idempotent: a resume repeats it
+        self._hook(policy, pending.id, value)
+        return value
+
+    def _hook(self, policy: SecretPolicy, version_id: str, value: SecretValue) -> None:
         if (hook := policy.spec.verify) is not None:
             result = run_hook(hook.command, value, timeout=hook.timeout, cwd=self.manifest.base_dir,
-                              secret=policy.name, version=pending.id, kind=policy.spec.kind)
+                              secret=policy.name, version=version_id, kind=policy.spec.kind)
             if not result.ok:
                 raise VerifyFailed(f"{policy.name}: verify failed: {result.reason}; current value unchanged")
-        return value
 
     def _post_check(self, policy: SecretPolicy, version_id: str, value: SecretValue, outcome: Outcome,
                     cid: str) -> Outcome:
@@ -325,15 +435,13 @@ class Engine:
         if not policy.spec.auto_rollback:
             return Outcome(policy.name, "post_check_failed", False, f"{why}; new value stays current",
                            version_id, outcome.old_version, OperationFailed(why))
-        keyset = self._require(policy)
-        now = self.clock()
-        rolled = self._conditional(policy, keyset, lambda p, ks: p.rollback(policy.ref, ks, now, why,
-                                                                            policy.rollback_window))
-        restored = rolled.current
-        self._emit(EventType.ROLLED_BACK, policy, cid, reason=why, new=restored.id if restored else None,
-                   old=version_id)
+        try:
+            rolled = self.rollback(policy, why)
+        except IllegalTransition as exc:  # e.g. the value before was revoked: never bring it back
+            return Outcome(policy.name, "post_check_failed", False, f"{why}; not rolled back: {exc}",
+                           version_id, outcome.old_version, OperationFailed(why))
         return Outcome(policy.name, "rolled_back", False, f"{why}; rolled back automatically",
-                       restored.id if restored else None, version_id, OperationFailed(why))
+                       rolled.new_version, version_id, OperationFailed(why))
 
     def _notice(self, policy: SecretPolicy, keyset: Keyset, decision: Decision, now: datetime,
                 cid: str) -> Outcome:
@@ -343,11 +451,41 @@ class Engine:
         assert decision.notice is not None
         reached = {notice_key(lead) for lead in policy.notices if decision.due_at - lead <= now}
         value = {"cycle": current.id, "sent": sorted(notices_sent(keyset) | reached)}
-        self._provider(policy).update_meta(policy.ref, keyset, {"notices": value})  # a conflict: re-decide
+        self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"notices": value}))  # a conflict: re-decide
         self._emit(EventType.UPCOMING, policy, cid, old=current.id, reason=f"rotation due in "
                    f"{notice_key(decision.due_at - now)}", details={"due_at": decision.due_at.isoformat(),
                                                                      "lead": notice_key(decision.notice)})
         return Outcome(policy.name, "noticed", True, f"announced rotation due {decision.due_at:%Y-%m-%d %H:%M}Z")
+
+    def _retire(self, policy: SecretPolicy, keyset: Keyset, previous: KeyVersion, now: datetime, why: str,
+                cid: str) -> Keyset:
+        """The previous credential stops logging in on the target first, then the store retires it."""
+        transition = Retire(previous.id, now, why)
+        self._disable_left(policy, keyset, transition.apply(keyset))
+        retired = self._conditional(policy, keyset, transition)
+        self._emit(EventType.RETIRED, policy, cid, reason=why, old=previous.id)
+        return retired
+
+    def _revoke_older(self, policy: SecretPolicy, keyset: Keyset, ids: tuple[str, ...], now: datetime, cid: str,
+                      reason: str | None) -> Outcome:
+        why = reason or "revoked"
+        transition = Revoke(ids, now, why)
+        self._disable_left(policy, keyset, transition.apply(keyset))
+        self._conditional(policy, keyset, transition)
+        for vid in ids:
+            self._emit(EventType.REVOKED, policy, cid, reason=why, old=vid,
+                       details={"consumers": list(policy.spec.consumers)})
+        return Outcome(policy.name, "revoked", True, f"rotated by another actor meanwhile; "
+                       f"{', '.join(v[:8] for v in ids)} revoked", old_version=ids[0],
+                       consumers=tuple(policy.spec.consumers))
+
+    def _discard(self, policy: SecretPolicy, keyset: Keyset, pending: KeyVersion) -> Keyset:
+        if (binding := policy.binding) is not None:
+            if pending.value is None:
+                keyset = self._require(policy)
+                pending = keyset.get(pending.id)
+            self.targets.discard(binding, keyset, pending)
+        return self._provider(policy).apply(policy.ref, keyset, Discard(pending.id))
 
     # --- helpers ---------------------------------------------------------------------------------------
 
@@ -361,13 +499,12 @@ class Engine:
                                   "(run `rotator run` first)")
         return keyset
 
-    def _conditional(self, policy: SecretPolicy, keyset: Keyset,
-                     write: Callable[[Provider, Keyset], Keyset]) -> Keyset:
-        """Run ``write``; on a conflict caused only by bookkeeping changes, re-read and try again."""
+    def _conditional(self, policy: SecretPolicy, keyset: Keyset, transition: Transition) -> Keyset:
+        """Apply ``transition``; on a conflict caused only by bookkeeping changes, re-read and try again."""
         provider = self._provider(policy)
         for _ in range(3):
             try:
-                return write(provider, keyset)
+                return provider.apply(policy.ref, keyset, transition)
             except ConflictError:
                 fresh = self._require(policy)
                 if [(v.id, v.state) for v in fresh.versions] != [(v.id, v.state) for v in keyset.versions]:
@@ -376,12 +513,32 @@ class Engine:
                 keyset = fresh
         raise ConflictError(f"{policy.name}: kept changing under us; retry")
 
-    def _new_version(self, policy: SecretPolicy, now: datetime, state: State) -> KeyVersion:
+    def _disable_left(self, policy: SecretPolicy, before: Keyset, after: Keyset) -> None:
+        """On a target: credentials accepted ``before`` but not ``after`` stop logging in."""
+        if (binding := policy.binding) is None:
+            return
+        staying = after.accepted()
+        kept = {v.id for v in staying}
+        gone = [v for v in before.accepted() if v.id not in kept]
+        if gone:
+            self.targets.disable(binding, gone, staying)
+
+    def _new_version(self, policy: SecretPolicy, now: datetime, state: State, keyset: Keyset | None) -> KeyVersion:
         token = uuid.uuid4().hex
-        generated = generate(policy.params)
-        register_secret(generated.value.reveal())
-        public = dict(generated.public, kid=token) if generated.public else None
-        return KeyVersion(id=token, state=state, created_at=now, value=generated.value, attempt=token,
+        public = None
+        if (binding := policy.binding) is not None:
+            username = binding.username if state is State.CURRENT else self.targets.next_username(binding, keyset)
+            if self.targets.issues(binding):
+                issued = self.targets.issue(binding, username, keyset)
+                value = self.targets.document(binding, username, None, issued).to_value()
+            else:
+                value = self.targets.document(binding, username, generate(policy.params).value).to_value()
+        else:
+            generated = generate(policy.params)
+            value = generated.value
+            public = dict(generated.public, kid=token) if generated.public else None
+        _register(value)
+        return KeyVersion(id=token, state=state, created_at=now, value=value, attempt=token,
                           actor=self.actor, public=public)
 
     def _record_failure(self, policy: SecretPolicy, provider: Provider, pending: KeyVersion, why: str,
@@ -390,13 +547,21 @@ class Engine:
         try:
             keyset = self._require(policy)
             if keyset.pending is not None and keyset.pending.id == pending.id:
-                keyset = provider.discard(policy.ref, keyset, pending.id)
+                keyset = self._discard(policy, keyset, keyset.pending)
             failures = int(keyset.meta.get("failures", 0)) + 1
-            provider.update_meta(policy.ref, keyset, {"failures": failures, "last_failure": why[:200],
-                                                      "last_failure_at": self.clock().isoformat()})
+            provider.apply(policy.ref, keyset, UpdateMeta({"failures": failures, "last_failure": why[:200],
+                                                           "last_failure_at": self.clock().isoformat()}))
         except (ConflictError, IllegalTransition):
             pass  # another actor moved on; the failure is still reported below
         self._emit(EventType.FAILED, policy, cid, reason=why, new=pending.id)
+
+    def _target_details(self, policy: SecretPolicy, credential: Credential | None) -> dict[str, Any]:
+        if (binding := policy.binding) is None:
+            return {}
+        out: dict[str, Any] = {"target": binding.target, "strategy": str(binding.strategy)}
+        if credential is not None and credential.username:
+            out["identity"] = credential.username
+        return out
 
     def _emit(self, kind: EventType, policy: SecretPolicy, cid: str, *, reason: str | None = None,
               new: str | None = None, old: str | None = None, details: dict[str, Any] | None = None) -> None:
@@ -420,10 +585,20 @@ class Engine:
         METRICS.observe_secret(
             policy.name, age=(now - last).total_seconds() if last else None,
             policy=interval.total_seconds() if interval else None,
-            next_due=policy.schedule.due_at(last, now) if last else None,
+            next_due=due_at(policy, keyset, now) if last else None,
             grace_expiry=previous.expires_at if previous is not None else None)
 
 
 def _current_id(keyset: Keyset | None) -> str | None:
     current = keyset.current if keyset is not None else None
     return current.id if current is not None else None
+
+
+def _register(value: SecretValue) -> None:
+    """Redact a value in logs, and for a credential document each secret field in it too."""
+    register_secret(value.reveal())
+    text = value.reveal()
+    if text.startswith("{"):
+        credential = Credential.from_value(value)
+        for name in SECRET_FIELDS & set(credential):
+            register_secret(str(credential[name]))

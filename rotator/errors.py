@@ -12,7 +12,12 @@ The tree (providers translate vendor exceptions into it with ``raise ... from ex
         ├── ConflictError             exit 3  the conditional write lost; re-read and decide
         ├── SecretNotFound            exit 1  the backend has no such secret
         ├── AccessDenied              exit 4  credentials lack permission
+        │   └── TargetDenied          exit 4  a target refused rotator's admin credential
         └── BackendUnavailable        exit 4  unreachable, sealed, timed out, cannot decrypt
+            └── TargetUnavailable     exit 4  a target (database, Redis, IAM, API) cannot be reached
+    OperationFailed
+        └── VerifyFailed
+            └── CredentialRefused     exit 1  a target refused a login with the credential tested
 
 Messages never contain a secret value: they name the secret, the backend and the step.
 """
@@ -25,6 +30,7 @@ __all__ = [
     "AccessDenied",
     "BackendUnavailable",
     "ConflictError",
+    "CredentialRefused",
     "ExitCode",
     "IllegalTransition",
     "ManifestError",
@@ -32,6 +38,8 @@ __all__ = [
     "ProviderError",
     "RotatorError",
     "SecretNotFound",
+    "TargetDenied",
+    "TargetUnavailable",
     "UsageError",
     "VerifyFailed",
 ]
@@ -114,3 +122,15 @@ class BackendUnavailable(ProviderError):
     def __init__(self, message: str, *, hint: str | None = None, transient: bool = True) -> None:
         super().__init__(message, hint=hint)
         self.transient = transient
+
+
+class CredentialRefused(VerifyFailed):
+    """A target refused a login with the credential under test (wrong password, disabled identity)."""
+
+
+class TargetDenied(AccessDenied):
+    """A target refused rotator's admin credential, or it lacks a privilege the step needs."""
+
+
+class TargetUnavailable(BackendUnavailable):
+    """A target (database, cache, cloud account, API) cannot be reached right now."""

@@ -22,6 +22,7 @@ class EventType(StrEnum):
     """The event names of the contract; notifier filters and the audit log use these strings."""
 
     UPCOMING = "rotation.upcoming"
+    OVERDUE = "rotation.overdue"  # a reminder-only (kind: manual) secret was not rotated by hand in time
     SUCCEEDED = "rotation.succeeded"
     FAILED = "rotation.failed"
     ROLLED_BACK = "rotation.rolled_back"

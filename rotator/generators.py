@@ -9,6 +9,8 @@
   encrypts it); the public part as a JWK (RFC 7517 / 8037, base64url unpadded) without ``kid``, which the
   engine sets to the version id.
 * ``fernet``: ``Fernet.generate_key()``, URL-safe base64 of 32 random bytes.
+* ``manual``: reminder-only (rotated by hand, recorded with ``rotator mark-rotated``): takes no parameters,
+  and :func:`generate` and :func:`matches_kind` refuse it, so nothing can ever produce or check its value.
 
 API keys follow GitHub's token format so secret scanners can spot them and check them offline::
 
@@ -42,14 +44,15 @@ from rotator.errors import OperationFailed
 from rotator.keyset import SecretValue
 
 __all__ = [
-    "BASE62", "ENCODINGS", "KINDS", "Generated", "GeneratorParams", "ParamError",
+    "BASE62", "ENCODINGS", "KINDS", "MANUAL", "Generated", "GeneratorParams", "ParamError",
     "check_api_key", "check_params", "generate", "matches_kind", "public_jwk",
 ]
 
-Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet"]
+Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet", "manual"]
 Encoding = Literal["base64", "base64url", "hex"]
 
 KINDS: tuple[str, ...] = get_args(Kind)
+MANUAL = "manual"  # the reminder-only kind: in KINDS (a manifest may name it), never in the generator table
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 DEFAULT_SYMBOLS = "!#$%&()*+,-./:;<=>?@[]^_{|}~"
@@ -114,7 +117,7 @@ def check_params(params: GeneratorParams) -> None:
         users = _USED_BY.get(f.name)
         if users and params.kind not in users and getattr(params, f.name) != f.default:
             raise ParamError(f.name, f"{f.name} only applies to kind {' or '.join(users)}, not {params.kind}")
-    _TABLE[params.kind].check(params)
+    (_CHECK_ONLY.get(params.kind) or _TABLE[params.kind].check)(params)
 
 
 def _in_range(field: str, value: int | None, bounds: tuple[int, int, int], what: str) -> None:
@@ -157,7 +160,7 @@ def _check_rsa(params: GeneratorParams) -> None:
 
 
 def _check_nothing(params: GeneratorParams) -> None:
-    """ed25519 and fernet take no parameters."""
+    """ed25519, fernet and manual take no parameters."""
 
 
 def _password_classes(params: GeneratorParams) -> dict[str, str]:
@@ -171,8 +174,14 @@ def _password_classes(params: GeneratorParams) -> dict[str, str]:
 
 
 def generate(params: GeneratorParams) -> Generated:
-    """A fresh value of ``params.kind``; raises :class:`ParamError` for impossible params."""
+    """A fresh value of ``params.kind``; raises :class:`ParamError` for impossible params.
+
+    ``manual`` is refused with :class:`~rotator.errors.OperationFailed`: its value is made by a human.
+    """
     check_params(params)
+    if params.kind == MANUAL:
+        raise OperationFailed("kind manual is reminder-only: rotator never generates its value",
+                              hint="rotate it by hand, then record it with `rotator mark-rotated NAME`")
     return _TABLE[params.kind].generate(params)
 
 
@@ -330,6 +339,8 @@ def matches_kind(kind: str, value: str, params: GeneratorParams | None = None) -
     ``params`` (verifying a read-back) the value must be one :func:`generate` could have produced from them:
     same prefix and length, encoding and size, password policy, key size.
     """
+    if kind == MANUAL:
+        raise ValueError("kind manual is reminder-only: rotator never holds or checks its value")
     if kind not in _TABLE:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if params is not None and params.kind != kind:
@@ -399,3 +410,4 @@ _TABLE: dict[str, _Kind] = {
     "rsa": _Kind(_check_rsa, _gen_key_pair, _matches_rsa),
     "fernet": _Kind(_check_nothing, _gen_fernet, _matches_fernet),
 }
+_CHECK_ONLY = {MANUAL: _check_nothing}  # kinds with parameters to check but no generator

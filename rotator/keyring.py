@@ -8,6 +8,7 @@
     key_id, signature = keyring.sign(body)                  # HMAC-SHA256 with the current key
     keyring.verify(body, signature, key_id=key_id)          # current, previous in grace, or pending
     match = keyring.check(presented_api_key)                # KeyMatch(state=previous) -> warn the caller
+    token = keyring.fernet().encrypt(data)                  # fernet: decrypt()/rotate() with any accepted key
     keyring.acknowledge("billing-worker")                   # "billing-worker now uses the current version"
 
 **Cache.** The keyset is served from memory; after ``ttl`` (default 30 s) the next call starts a background
@@ -42,6 +43,7 @@ from rotator.logs import get_logger, register_secret
 from rotator.provider import Provider, SecretRef, load_provider_class
 
 if TYPE_CHECKING:
+    from rotator.fernet import FernetRing
     from rotator.jwks import JwtSigner, JwtVerifier
 
 __all__ = ["KeyMatch", "Keyring"]
@@ -88,6 +90,8 @@ class Keyring:
 
         manifest = load_manifest(path)
         policy = manifest.secret(name)
+        if policy.spec.kind == "manual":  # its keyset holds records of rotations by hand, never a usable key
+            raise UsageError(f"{name} is a kind: manual secret: rotator holds no value for it")
         providers = manifest.build_providers()
         ring = cls(providers.get(policy.provider), policy.ref, kind=policy.spec.kind, **options)
         ring._closers.append(providers.close)
@@ -172,6 +176,14 @@ class Keyring:
         from rotator.jwks import JwtVerifier
 
         return JwtVerifier(self)
+
+    def fernet(self) -> FernetRing:
+        """Encrypt with the current key, decrypt with any accepted one (``MultiFernet``; rotator.fernet)."""
+        from rotator.fernet import FernetRing
+
+        if self.kind is not None and self.kind != "fernet":
+            raise UsageError(f"{self.ref.name} is a {self.kind} secret; fernet() needs kind: fernet")
+        return FernetRing(self)
 
     def acknowledge(self, consumer: str) -> str:
         """Record that ``consumer`` now uses the current version (one conditional write); returns its id.

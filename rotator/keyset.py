@@ -3,8 +3,14 @@
 States (DESIGN.md section 1)::
 
     pending ──promote──▶ current ──promote(next)──▶ previous ──retire──▶ retired ──purge──▶ (gone)
-       │                    ▲                           │                   │
-       └──discard──▶ (gone) └──────────rollback─────────┴───────────────────┘
+       │                    ▲  │                        │                   │
+       └──discard──▶ (gone) │  └─promote(revoke)──▶ revoked ──purge──▶ (gone)
+                            └──────────rollback─────────┴───────────────────┘
+
+``revoked`` is terminal: a value revoked in an incident (it leaked) is never made current again, not by
+rollback and not by ``auto_rollback``. A keyset may hold several previous versions, each with its own grace
+deadline (as a JWKS or a Tink keyset does), up to the ``keep_previous`` a promote is given; the oldest beyond
+that is retired as superseded.
 
 Each function below is a pure transition: it takes a keyset and returns the new keyset, or raises
 :class:`~rotator.errors.IllegalTransition`. Providers persist the result with ONE conditional write, so the
@@ -31,8 +37,10 @@ __all__ = [
     "promote",
     "purge",
     "retire",
+    "revoke",
     "rollback",
     "stage",
+    "superseded_by_promote",
     "version_from_json",
     "version_to_json",
     "with_meta",
@@ -46,6 +54,7 @@ class State(StrEnum):
     CURRENT = "current"
     PREVIOUS = "previous"
     RETIRED = "retired"
+    REVOKED = "revoked"
 
 
 class SecretValue:
@@ -130,7 +139,20 @@ class Keyset:
 
     @property
     def previous(self) -> KeyVersion | None:
-        return self._one(State.PREVIOUS)
+        """The newest previous version (the one a rollback restores)."""
+        found = self.previous_versions
+        return found[0] if found else None
+
+    @property
+    def previous_versions(self) -> tuple[KeyVersion, ...]:
+        """Every version still in its grace period, newest first."""
+        old = [v for v in self.versions if v.state is State.PREVIOUS]
+        return tuple(sorted(old, key=lambda v: (v.promoted_at or v.created_at, v.id), reverse=True))
+
+    @property
+    def revoked(self) -> tuple[KeyVersion, ...]:
+        """Versions revoked in an incident (terminal: never current again)."""
+        return tuple(v for v in self.versions if v.state is State.REVOKED)
 
     @property
     def pending(self) -> KeyVersion | None:
@@ -144,9 +166,10 @@ class Keyset:
         return tuple(sorted(old, key=lambda v: v.retired_at or epoch or v.created_at, reverse=True))
 
     def accepted(self) -> tuple[KeyVersion, ...]:
-        """Versions verifiers accept now: current, previous in grace, pending."""
-        order = (State.CURRENT, State.PREVIOUS, State.PENDING)
-        return tuple(v for s in order if (v := self._one(s)) is not None)
+        """Versions verifiers accept now: current, every previous in grace (newest first), pending."""
+        current, pending = self._one(State.CURRENT), self._one(State.PENDING)
+        return (*(() if current is None else (current,)), *self.previous_versions,
+                *(() if pending is None else (pending,)))
 
     def get(self, version_id: str) -> KeyVersion:
         """The version with ``version_id``; raises IllegalTransition if it is not in the keyset."""
@@ -181,24 +204,53 @@ def stage(keyset: Keyset, version: KeyVersion) -> Keyset:
     return keyset.replace(versions=(*keyset.versions, version), managed=True)
 
 
-def promote(keyset: Keyset, version_id: str, now: datetime, grace: timedelta, reason: str | None = None) -> Keyset:
+def promote(keyset: Keyset, version_id: str, now: datetime, grace: timedelta, reason: str | None = None, *,
+            revoke: bool = False, keep_previous: int = 1) -> Keyset:
     """Pending ``version_id`` becomes current; the old current becomes previous until ``now + grace``.
 
-    ``grace`` of zero (incident revocation) retires the old current at once; an older previous is retired
-    either way because only one previous is accepted at a time.
+    ``revoke`` (an incident: the old value leaked) makes the old current ``revoked`` at once; ``grace`` of zero
+    without ``revoke`` retires it. Earlier previous versions keep their own deadlines while at most
+    ``keep_previous`` previous versions remain; the oldest beyond that, and any whose grace has ended, retire.
     """
     pending = keyset.get(version_id)
     if pending.state is not State.PENDING:
         raise IllegalTransition(f"{keyset.name}: cannot promote version {version_id}: it is {pending.state}")
     changed = [pending.replace(state=State.CURRENT, promoted_at=now)]
+    demoted: KeyVersion | None = None
     if (old := keyset.current) is not None:
-        if grace > timedelta(0):
-            changed.append(old.replace(state=State.PREVIOUS, expires_at=now + grace))
+        if revoke:
+            changed.append(_revoked(old, now, reason or "revoked"))
+        elif grace > timedelta(0):
+            demoted = old.replace(state=State.PREVIOUS, expires_at=now + grace)
+            changed.append(demoted)
         else:
-            changed.append(_retired(old, now, reason or "revoked"))
-    if (older := keyset.previous) is not None:
-        changed.append(_retired(older, now, "superseded"))
+            changed.append(_retired(old, now, reason or "grace 0"))
+    room = max(keep_previous, 0) - (1 if demoted is not None else 0)
+    for older in keyset.previous_versions:  # newest first
+        if revoke:  # an incident: every older value stops being accepted now
+            changed.append(_revoked(older, now, reason or "revoked"))
+        elif older.expires_at is not None and older.expires_at <= now:
+            changed.append(_retired(older, now, "grace period ended"))
+        elif room > 0:
+            room -= 1
+        else:
+            changed.append(_retired(older, now, "superseded"))
     return keyset._swap(*changed)
+
+
+def superseded_by_promote(keyset: Keyset, now: datetime, grace: timedelta, *, keep_previous: int = 1) -> tuple[
+        KeyVersion, ...]:
+    """Previous versions still in grace that a promote with ``keep_previous`` would retire early."""
+    room = max(keep_previous, 0) - (1 if keyset.current is not None and grace > timedelta(0) else 0)
+    cut = []
+    for older in keyset.previous_versions:
+        if older.expires_at is not None and older.expires_at <= now:
+            continue
+        if room > 0:
+            room -= 1
+        else:
+            cut.append(older)
+    return tuple(cut)
 
 
 def retire(keyset: Keyset, version_id: str, now: datetime, reason: str = "grace period ended") -> Keyset:
@@ -212,8 +264,10 @@ def retire(keyset: Keyset, version_id: str, now: datetime, reason: str = "grace 
 def rollback(keyset: Keyset, now: datetime, reason: str, window: timedelta) -> Keyset:
     """The previous value (or the newest retired one still held, within ``window``) becomes current again.
 
-    The value rolled back from is retired with ``reason``.
+    The value rolled back from is retired with ``reason``. A revoked value is never a candidate: if the newest
+    value that could be restored was revoked, this raises :class:`IllegalTransition` naming the incident.
     """
+    newest_revoked = max(keyset.revoked, key=lambda v: v.retired_at or v.created_at, default=None)
     target = keyset.previous
     if target is None:
         target = next(
@@ -226,13 +280,31 @@ def rollback(keyset: Keyset, now: datetime, reason: str, window: timedelta) -> K
             None,
         )
     current = keyset.current
+    if newest_revoked is not None and (target is None or (newest_revoked.retired_at or now) >= (
+            target.retired_at or target.expires_at or target.promoted_at or target.created_at)):
+        raise IllegalTransition(
+            f"{keyset.name}: refusing to roll back: the value before the current one, {newest_revoked.id[:8]}, "
+            f"was revoked ({newest_revoked.reason or 'revoked'}); a revoked value is never made current again")
     if target is None or current is None:
         raise IllegalTransition(
             f"{keyset.name}: nothing to roll back to (no previous version, and no retired one within "
             f"the rollback window of {window})"
         )
+    # promoted_at is when it became current again; its age still counts from created_at (rotator.plan)
     restored = target.replace(state=State.CURRENT, expires_at=None, retired_at=None, reason=None, promoted_at=now)
     return keyset._swap(restored, _retired(current, now, f"rolled back: {reason}"))
+
+
+def revoke(keyset: Keyset, version_ids: tuple[str, ...], now: datetime, reason: str) -> Keyset:
+    """Previous (or retired) versions become ``revoked``: an incident found them leaked after another actor
+    had already rotated the secret."""
+    changed = []
+    for version_id in version_ids:
+        version = keyset.get(version_id)
+        if version.state not in (State.PREVIOUS, State.RETIRED):
+            raise IllegalTransition(f"{keyset.name}: cannot revoke version {version_id}: it is {version.state}")
+        changed.append(_revoked(version, now, reason))
+    return keyset._swap(*changed)
 
 
 def discard(keyset: Keyset, version_id: str) -> Keyset:
@@ -244,9 +316,9 @@ def discard(keyset: Keyset, version_id: str) -> Keyset:
 
 
 def purge(keyset: Keyset, now: datetime, window: timedelta) -> Keyset:
-    """Drop retired versions whose rollback window has passed."""
+    """Drop retired and revoked versions whose rollback window has passed."""
     gone = frozenset(
-        v.id for v in keyset.retired if v.retired_at is not None and now - v.retired_at > window
+        v.id for v in (*keyset.retired, *keyset.revoked) if v.retired_at is not None and now - v.retired_at > window
     )
     return keyset._swap(drop=gone) if gone else keyset
 
@@ -259,6 +331,10 @@ def with_meta(keyset: Keyset, **changes: Any) -> Keyset:
 
 def _retired(version: KeyVersion, now: datetime, reason: str) -> KeyVersion:
     return version.replace(state=State.RETIRED, retired_at=now, expires_at=None, reason=reason)
+
+
+def _revoked(version: KeyVersion, now: datetime, reason: str) -> KeyVersion:
+    return version.replace(state=State.REVOKED, retired_at=now, expires_at=None, reason=reason)
 
 
 # --- JSON form of version metadata (no values), shared by document-style providers ------------------------

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from rotator.errors import BackendUnavailable, ConflictError
 from rotator.keyset import Keyset, SecretValue, version_from_json, version_to_json
 from rotator.provider import DocumentProvider, SecretRef
+from rotator.target import Capability
 
 __all__ = ["MASTER_KEY_ENV", "LocalConfig", "LocalProvider"]
 
@@ -79,7 +80,10 @@ class LocalProvider(DocumentProvider):
 
     type_name: ClassVar[str] = "local"
     config_model: ClassVar[type[BaseModel]] = LocalConfig
-    retry_transient: ClassVar[bool] = False  # local failures are not fixed by waiting
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.MULTI_PREVIOUS,
+        Capability.NO_RETRY,  # local failures are not fixed by waiting
+    })
 
     def __init__(self, *, name: str, config: LocalConfig, base_dir: Path) -> None:
         self.name = name

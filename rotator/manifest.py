@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -13,14 +13,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema
 
+from rotator import _schedule_checks as _checks
 from rotator._manifest_errors import dotted, from_validation, where
+from rotator._manifest_targets import SecretTarget, bind, target_specs
 from rotator._yaml import Positions, load_yaml, without_env_values
 from rotator.errors import ManifestError, UsageError
 from rotator.generators import GeneratorParams, check_params
+from rotator.keyset import SecretValue
 from rotator.notify.config import NotifierConfig
 from rotator.provider import Provider, ProviderSet, SecretRef, installed_providers, load_provider_class
 from rotator.schedule import DURATION_HELP, Schedule, check_cron, format_duration, parse_duration
 from rotator.sinks.base import SinkSpec
+from rotator.target import Binding
+from rotator.targeting import TargetSet, TargetSpec
 
 __all__ = ["Manifest", "ManifestModel", "SecretPolicy", "SecretSpec", "load_manifest", "manifest_json_schema"]
 
@@ -30,7 +35,7 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?[wdhms])+$", "description": DURATION_HELP}),
 ]
-Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet"]
+Kind = Literal["api_key", "hmac", "password", "ed25519", "rsa", "fernet", "manual"]
 CharClass = Literal["lower", "upper", "digit", "symbol"]
 RetireMode = Literal["at_grace_end", "when_acknowledged"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@+-]*$"
@@ -54,6 +59,18 @@ class PostCheckSpec(_Strict):
     within: Duration = timedelta(minutes=5)
 
 
+class FreezeSpec(_Strict):
+    """No scheduled rotation starts inside this window: each ``cron`` fire time for ``duration``, or from
+    ``start`` (inclusive) to ``end`` (exclusive); times without an offset are wall-clock times in ``tz``."""
+
+    cron: str | None = None
+    duration: Duration | None = None
+    start: str | None = None
+    end: str | None = None
+    tz: str | None = None  # default: the tz of the level (defaults or secret) the window is written at
+    reason: str | None = Field(default=None, max_length=200)
+
+
 class _Policy(_Strict):
     provider: str | None = None
     every: Duration | None = None
@@ -65,6 +82,10 @@ class _Policy(_Strict):
     stale_pending_after: Duration | None = None
     rollback_window: Duration | None = None
     retire: RetireMode | None = None  # default at_grace_end; when_acknowledged needs `consumers`
+    keep_previous: int | None = Field(default=None, ge=1, le=10)  # previous values in grace at once (default 3)
+    tz: str | None = None  # IANA zone the cron (and freeze windows) run in; default UTC
+    jitter: Duration | None = None  # spread due times by a fixed per-secret offset in [0, jitter)
+    freeze: list[FreezeSpec] | None = None  # a secret's list replaces the defaults' list
 
 
 class Defaults(_Policy):
@@ -103,6 +124,7 @@ class SecretSpec(_Policy):
     auto_rollback: bool = False
     adopt: bool = False
     sinks: list[SinkSpec] = []  # where the value is delivered after every change (rotator.sinks)
+    target: SecretTarget | None = None  # change the credential where it is checked (rotator.targeting)
 
     def generator_params(self) -> GeneratorParams:
         extra: dict[str, Any] = {}
@@ -131,6 +153,7 @@ class ManifestModel(_Strict):
     defaults: Defaults = Defaults()
     providers: dict[str, dict[str, Any]] = {"local": {"type": "local"}}
     notifiers: dict[str, NotifierConfig] = {}
+    targets: dict[str, dict[str, Any]] = {}
     audit: AuditConfig = AuditConfig()
     secrets: list[SecretSpec] = []
 
@@ -150,6 +173,8 @@ class SecretPolicy:
     rollback_window: timedelta
     params: GeneratorParams
     retire: RetireMode = "at_grace_end"  # when_acknowledged: as soon as every consumer moved (rotator.acks)
+    binding: Binding | None = None  # the target this secret's credential is changed on, if any
+    keep_previous: int = 3  # at most this many previous values in grace at once (the engine may lower it)
 
     @property
     def name(self) -> str:
@@ -166,6 +191,7 @@ class Manifest:
     provider_configs: dict[str, tuple[type[Provider], Any]]
     audit_path: Path
     positions: Positions = field(default_factory=dict, repr=False)
+    target_specs: dict[str, TargetSpec] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -193,6 +219,10 @@ class Manifest:
 
     def build_providers(self) -> ProviderSet:
         return ProviderSet(self.provider_configs, self.base_dir)
+
+    def build_targets(self, admin_reader: Callable[[str], Sequence[SecretValue]]) -> TargetSet:
+        """The targets this manifest names; ``admin_reader(secret)`` gives an admin secret's accepted values."""
+        return TargetSet(self.target_specs, self.base_dir, admin_reader)
 
 
 def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Manifest:
@@ -225,13 +255,16 @@ def parse_manifest(text: str, file: Path, env: Mapping[str, str] | None = None) 
             raise from_validation(exc, data, positions, label, _known_keys(), ()) from None
         check = _Checker(model, positions, label)
         provider_configs = check.providers(data)
+        check.target_specs = target_specs(
+            model.targets, {spec.name for spec in model.secrets}, check.fail,
+            lambda exc, loc: from_validation(exc, data, positions, label, _known_keys(), loc))
         secrets = check.secrets()
     except ManifestError as exc:  # a `${VAR}` value may be a credential: never echo it (e.g. "'x' is not ...")
         raise without_env_values(exc, text, environ) from None
     audit_path = Path(environ.get("ROTATOR_AUDIT_LOG") or model.audit.path)
     if not audit_path.is_absolute():
         audit_path = file.resolve().parent / audit_path
-    return Manifest(file.resolve(), model, secrets, provider_configs, audit_path, positions)
+    return Manifest(file.resolve(), model, secrets, provider_configs, audit_path, positions, check.target_specs)
 
 
 class _Checker:
@@ -239,6 +272,7 @@ class _Checker:
 
     def __init__(self, model: ManifestModel, positions: Positions, label: str) -> None:
         self.model, self.positions, self.label = model, positions, label
+        self.target_specs: dict[str, TargetSpec] = {}
 
     def fail(self, path: tuple[str | int, ...], why: str) -> ManifestError:
         return ManifestError(f"{where(self.label, self.positions, path)}: {dotted(path)}: {why}")
@@ -263,6 +297,8 @@ class _Checker:
     def secrets(self) -> dict[str, SecretPolicy]:
         model, defaults = self.model, self.model.defaults
         self._schedule(("defaults",), defaults)
+        default_tz = defaults.tz or "UTC"
+        default_freezes = _checks.freezes(self.fail, ("defaults",), defaults.freeze or [], default_tz)
         self._notifiers(("defaults", "notify"), defaults.notify or [])
         # a `cron` in defaults replaces the built-in `every: 90d` (writing both is an error, see _schedule)
         default_every = None if defaults.cron is not None else defaults.every
@@ -276,11 +312,15 @@ class _Checker:
                 known = ", ".join(model.providers) or "none"
                 raise self.fail((*at, "provider"), f"unknown provider '{provider}' (defined: {known})")
             self._schedule(at, spec)
+            _checks.manual(self.fail, at, spec)
             use_spec = spec.every is not None or spec.cron is not None
+            tz = spec.tz or default_tz
             schedule = Schedule(
                 every=spec.every if use_spec else default_every,
                 cron=spec.cron if use_spec else defaults.cron,
                 window=spec.window if use_spec else defaults.window,
+                tz=tz, jitter=spec.jitter if spec.jitter is not None else defaults.jitter, seed=spec.name,
+                freezes=default_freezes if spec.freeze is None else _checks.freezes(self.fail, at, spec.freeze, tz),
             )
             notify = spec.notify if spec.notify is not None else (defaults.notify or [])
             self._notifiers((*at, "notify"), notify)
@@ -302,6 +342,11 @@ class _Checker:
                 key = "notice" if spec.notice is not None else "every" if spec.every is not None else "cron"
                 raise self.fail((*at, key), f"notice lead time ({format_duration(notices[0])}) must be "
                                               f"shorter than the rotation interval ({format_duration(interval)})")
+            binding = None
+            if spec.target is not None:
+                binding = bind(spec.name, spec.target, self.target_specs, grace.total_seconds(), at, self.fail)
+            keep = spec.keep_previous or defaults.keep_previous or 3
+            _checks.jitter(self.fail, at, spec.jitter is not None, schedule, grace)
             out[spec.name] = SecretPolicy(
                 spec=spec, provider=provider,
                 ref=SecretRef(spec.name, spec.path or spec.name, dict(spec.labels), spec.description),
@@ -310,6 +355,7 @@ class _Checker:
                                           timedelta(hours=1)),
                 rollback_window=_pick(spec.rollback_window, defaults.rollback_window, timedelta(hours=24)),
                 params=spec.generator_params(), retire=self._retire(at, spec, defaults),
+                binding=binding, keep_previous=keep,
             )
         return out
 
@@ -333,6 +379,8 @@ class _Checker:
             raise self.fail((*at, "window"), "only makes sense with 'cron'")
         if policy.every is not None and policy.every <= timedelta(0):
             raise self.fail((*at, "every"), "must be longer than 0s")
+        if policy.tz is not None:
+            _checks.zone_name(self.fail, (*at, "tz"), policy.tz)
 
     def _notifiers(self, at: tuple[str | int, ...], names: Iterable[str]) -> None:
         for j, name in enumerate(names):
@@ -343,7 +391,8 @@ class _Checker:
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig):
+    for model in (ManifestModel, Defaults, SecretSpec, HookSpec, PostCheckSpec, AuditConfig, SecretTarget,
+                  FreezeSpec):
         keys.update(model.model_fields)
     return keys
 

@@ -1,32 +1,35 @@
-"""The provider protocol (one backend = one provider) and the entry-point registry that finds providers.
+"""The store protocol (one backend = one provider) and the entry-point registry that finds providers.
 
 Error contract: every method raises only these (translate vendor exceptions at the boundary with
 ``raise ... from exc``):
 
 - :class:`~rotator.errors.ConflictError`: the keyset changed since ``expected`` was read (or already exists
-  for :meth:`Provider.create`). Nothing was written. The caller re-reads and decides.
+  for a :class:`~rotator.transitions.Create`). Nothing was written. The caller re-reads and decides.
 - :class:`~rotator.errors.SecretNotFound`: nothing at the secret's path where something was expected.
 - :class:`~rotator.errors.AccessDenied`: the credentials lack permission; the message names the path/action.
 - :class:`~rotator.errors.BackendUnavailable`: down, sealed, timed out, or stored data cannot be decrypted.
 - :class:`~rotator.errors.IllegalTransition`: the step is not allowed from the keyset's states.
 
-Every mutating method is ONE conditional write against ``expected.revision`` and returns the keyset as
-stored after it. Document providers also store ``expected.meta`` with the step as given (the engine lets
-``next_due`` ride on the stage write); others may keep their own bookkeeping, so anything that must persist
-goes through :meth:`Provider.update_meta`. Providers are constructed without
-touching the network; they connect on first use and must be safe to call from several threads.
+The protocol is small: ``read``, ``read_state``, ``read_value``, ``apply``, ``list``, ``check``, ``close`` and a
+declared ``capabilities`` set. Every step is a transition value (:mod:`rotator.transitions`) given to
+:meth:`Provider.apply`, which makes ONE conditional write against ``expected.revision`` and returns the
+keyset as stored after it. A document store's ``apply`` is ``write(expected, t.apply(expected))``
+(:class:`DocumentProvider`); AWS Secrets Manager matches on the transition and maps it to its calls.
+:class:`StepMethods` gives every provider the convenience methods ``stage``, ``promote``, ... built on ``apply``.
 
-Two optional members, for backends that keep each version apart (AWS Secrets Manager):
+Capabilities (:class:`~rotator.target.Capability`) replace probing with ``getattr``:
 
-- ``read_state(ref)``: like :meth:`Provider.read`, but a value the backend would need an extra request for
-  may be ``None`` (the engine decides and steps with it; keyrings and JWKS use :meth:`Provider.read`).
-  Steps return the values their ``expected`` carried.
-- ``assigns_version_ids = True``: :meth:`Provider.stage` stores the version under an id of its own (AWS: a
-  token every racer derives alike, which makes the put itself the compare-and-set); the staged version is
-  the returned keyset's ``pending``, and its ``attempt``, ``actor`` and ``public`` may not be kept.
+- ``STATE_READ``: ``read_state`` may leave out values the backend would need extra requests for (the engine
+  decides and steps with it; keyrings and JWKS use ``read``). Steps return the values their ``expected`` carried.
+- ``ASSIGNS_VERSION_IDS``: a :class:`~rotator.transitions.Stage` stores the version under an id of its own (AWS:
+  a token every racer derives alike); the staged version is the returned keyset's ``pending``.
+- ``MULTI_PREVIOUS``: the store can hold several previous versions, each in its own grace period.
+- ``NO_RETRY``: a transient failure is not fixed by waiting (in-process stores): do not retry.
 
-Built-in and third-party providers register the same way, in the ``rotator.providers`` entry-point group
-(``local = "rotator.localstore:LocalProvider"``); they are imported only when a manifest uses them.
+Providers are constructed without touching the network (``Cls(*, name, config, base_dir)``), connect on first
+use and must be safe to call from several threads. Built-in and third-party providers register the same way,
+in the ``rotator.providers`` entry-point group (``local = "rotator.localstore:LocalProvider"``); they are
+imported only when a manifest uses them.
 """
 
 from __future__ import annotations
@@ -39,9 +42,21 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from rotator import keyset as ks
-from rotator.errors import ManifestError
+from rotator.errors import IllegalTransition, ManifestError
 from rotator.keyset import Keyset, KeyVersion, SecretValue
+from rotator.target import Capability
+from rotator.transitions import (
+    Adopt,
+    Create,
+    Discard,
+    Promote,
+    Purge,
+    Retire,
+    Rollback,
+    Stage,
+    Transition,
+    UpdateMeta,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -52,6 +67,7 @@ __all__ = [
     "Provider",
     "ProviderSet",
     "SecretRef",
+    "StepMethods",
     "installed_providers",
     "load_provider_class",
 ]
@@ -75,46 +91,23 @@ class SecretRef:
 
 @runtime_checkable
 class Provider(Protocol):
-    """What a backend must do. See the module docstring for the error contract."""
+    """What a store must do. See the module docstring for the error contract and the capabilities."""
 
     type_name: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
+    capabilities: ClassVar[frozenset[Capability]]
 
     def read(self, ref: SecretRef) -> Keyset | None:
         """The keyset at ``ref``; ``None`` if nothing is stored; ``managed=False`` for a foreign value."""
 
+    def read_state(self, ref: SecretRef) -> Keyset | None:
+        """Like :meth:`read`; with ``STATE_READ`` some values may be ``None`` (enough to decide and step)."""
+
     def read_value(self, ref: SecretRef, version_id: str) -> SecretValue | None:
         """The stored value of one version, read from the backend (the read-back of verify); None if gone."""
 
-    def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
-        """Store the first value of a new secret as current; ConflictError if anything exists."""
-
-    def adopt(self, ref: SecretRef, expected: Keyset) -> Keyset:
-        """Take over an unmanaged value (``expected.managed`` is False) as the current version."""
-
-    def stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
-        """Store ``version`` as pending (idempotent for the same ``version.attempt`` or value)."""
-
-    def promote(
-        self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, grace: timedelta,
-        reason: str | None = None,
-    ) -> Keyset:
-        """Pending -> current, current -> previous until ``now + grace`` (retired when grace is 0)."""
-
-    def retire(self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, reason: str) -> Keyset:
-        """Previous -> retired."""
-
-    def rollback(self, ref: SecretRef, expected: Keyset, now: datetime, reason: str, window: timedelta) -> Keyset:
-        """Previous (or a retired value within ``window``) -> current; current -> retired."""
-
-    def discard(self, ref: SecretRef, expected: Keyset, version_id: str) -> Keyset:
-        """Remove a pending version."""
-
-    def purge(self, ref: SecretRef, expected: Keyset, now: datetime, window: timedelta) -> Keyset:
-        """Forget retired values older than ``window`` (where the backend lets us)."""
-
-    def update_meta(self, ref: SecretRef, expected: Keyset, changes: Mapping[str, Any]) -> Keyset:
-        """Merge bookkeeping (notices sent, failures, acknowledgements); ``None`` removes a key."""
+    def apply(self, ref: SecretRef, expected: Keyset | None, transition: Transition | Create) -> Keyset:
+        """Persist ``transition`` with one conditional write on ``expected`` (``None`` only for ``Create``)."""
 
     def list(self) -> list[str]:
         """Paths of the keysets this provider holds."""
@@ -126,20 +119,62 @@ class Provider(Protocol):
         """Release connections."""
 
 
-class DocumentProvider:
+class StepMethods:
+    """Convenience methods over :meth:`Provider.apply`, one per transition, for callers and tests."""
+
+    def apply(self, ref: SecretRef, expected: Keyset | None, transition: Transition | Create) -> Keyset:
+        raise NotImplementedError
+
+    def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
+        """Store the first value of a new secret as current; ConflictError if anything exists."""
+        return self.apply(ref, None, Create(version, meta))
+
+    def adopt(self, ref: SecretRef, expected: Keyset) -> Keyset:
+        return self.apply(ref, expected, Adopt())
+
+    def stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
+        return self.apply(ref, expected, Stage(version))
+
+    def promote(
+        self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, grace: timedelta,
+        reason: str | None = None, *, revoke: bool = False, keep_previous: int = 1,
+    ) -> Keyset:
+        return self.apply(ref, expected, Promote(version_id, now, grace, reason, revoke, keep_previous))
+
+    def retire(self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, reason: str) -> Keyset:
+        return self.apply(ref, expected, Retire(version_id, now, reason))
+
+    def rollback(self, ref: SecretRef, expected: Keyset, now: datetime, reason: str, window: timedelta) -> Keyset:
+        return self.apply(ref, expected, Rollback(now, reason, window))
+
+    def discard(self, ref: SecretRef, expected: Keyset, version_id: str) -> Keyset:
+        return self.apply(ref, expected, Discard(version_id))
+
+    def purge(self, ref: SecretRef, expected: Keyset, now: datetime, window: timedelta) -> Keyset:
+        return self.apply(ref, expected, Purge(now, window))
+
+    def update_meta(self, ref: SecretRef, expected: Keyset, changes: Mapping[str, Any]) -> Keyset:
+        return self.apply(ref, expected, UpdateMeta(changes))
+
+
+class DocumentProvider(StepMethods):
     """Base for backends that store a whole keyset as one document under a compare-and-set revision.
 
     Subclasses implement :meth:`read`, :meth:`write`, :meth:`list` (and optionally :meth:`check`,
-    :meth:`close`); every step becomes a pure transition from :mod:`rotator.keyset` plus one ``write``.
+    :meth:`close`); :meth:`apply` is ``write(expected, transition.apply(expected))``.
     Constructor convention for every provider: ``Cls(*, name, config, base_dir)`` where ``config`` is an
     instance of ``config_model`` and ``base_dir`` is the manifest's folder (relative paths resolve there).
     """
 
     type_name: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.MULTI_PREVIOUS})
 
     def read(self, ref: SecretRef) -> Keyset | None:
         raise NotImplementedError
+
+    def read_state(self, ref: SecretRef) -> Keyset | None:
+        return self.read(ref)
 
     def write(self, ref: SecretRef, expected: Keyset | None, new: Keyset) -> Keyset:
         """Store ``new`` if the stored revision still equals ``expected.revision`` (absent if None)."""
@@ -159,39 +194,20 @@ class DocumentProvider:
         version = next((v for v in keyset.versions if v.id == version_id), None) if keyset else None
         return version.value if version is not None else None
 
-    def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
-        return self.write(ref, None, Keyset(name=ref.name, revision="", versions=(version,), meta=dict(meta)))
-
-    def adopt(self, ref: SecretRef, expected: Keyset) -> Keyset:
-        return self.write(ref, expected, expected.replace(managed=True))
-
-    def stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
-        pending = expected.pending
-        if pending is not None and version.attempt is not None and pending.attempt == version.attempt:
-            return expected  # the same attempt staged again (a retried request): nothing to do
-        return self.write(ref, expected, ks.stage(expected, version))
-
-    def promote(
-        self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, grace: timedelta,
-        reason: str | None = None,
-    ) -> Keyset:
-        return self.write(ref, expected, ks.promote(expected, version_id, now, grace, reason))
-
-    def retire(self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, reason: str) -> Keyset:
-        return self.write(ref, expected, ks.retire(expected, version_id, now, reason))
-
-    def rollback(self, ref: SecretRef, expected: Keyset, now: datetime, reason: str, window: timedelta) -> Keyset:
-        return self.write(ref, expected, ks.rollback(expected, now, reason, window))
-
-    def discard(self, ref: SecretRef, expected: Keyset, version_id: str) -> Keyset:
-        return self.write(ref, expected, ks.discard(expected, version_id))
-
-    def purge(self, ref: SecretRef, expected: Keyset, now: datetime, window: timedelta) -> Keyset:
-        new = ks.purge(expected, now, window)
-        return expected if new is expected else self.write(ref, expected, new)
-
-    def update_meta(self, ref: SecretRef, expected: Keyset, changes: Mapping[str, Any]) -> Keyset:
-        return self.write(ref, expected, ks.with_meta(expected, **changes))
+    def apply(self, ref: SecretRef, expected: Keyset | None, transition: Transition | Create) -> Keyset:
+        if isinstance(transition, Create):
+            return self.write(ref, None, transition.apply(None, ref.name))
+        if expected is None:
+            raise IllegalTransition(f"{ref.name}: {type(transition).__name__} needs the keyset it applies to")
+        if isinstance(transition, Stage):
+            pending = expected.pending
+            attempt = transition.version.attempt
+            if pending is not None and attempt is not None and pending.attempt == attempt:
+                return expected  # the same attempt staged again (a retried request): nothing to do
+        new = transition.apply(expected)
+        if new is expected:  # nothing to change (a purge with nothing past the window)
+            return expected
+        return self.write(ref, expected, new)
 
 
 # --- registry ------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from rotator.keyset import Keyset
 from rotator.logs import redact_text
 from rotator.manifest import SecretPolicy
 from rotator.plan import last_rotation
-from rotator.schedule import Schedule, format_duration, parse_duration
+from rotator.schedule import format_duration, parse_duration
 
 if TYPE_CHECKING:
     from rotator.app import Runtime
@@ -41,7 +41,8 @@ STATUSES = ("unknown", "failed", "overdue", "due_soon", "compliant", "missing", 
 SCHEMA_VERSION = 1
 _LISTED = (EventType.SUCCEEDED, EventType.FAILED, EventType.ROLLED_BACK, EventType.REVOKED)
 _COUNTED = {EventType.SUCCEEDED: "rotations", EventType.FAILED: "failures", EventType.ROLLED_BACK: "rollbacks",
-            EventType.REVOKED: "revocations", EventType.RETIRED: "retirements", EventType.UPCOMING: "notices"}
+            EventType.REVOKED: "revocations", EventType.RETIRED: "retirements", EventType.UPCOMING: "notices",
+            EventType.OVERDUE: "notices"}
 COUNTS = ("created", "rotations", "rollbacks", "revocations", "failures", "retirements", "notices")
 _TEXT_LIMIT = 300
 
@@ -97,6 +98,7 @@ class SecretReport:
         p, schedule = self.policy, self.policy.schedule
         return {
             "secret": p.name, "provider": p.provider, "kind": p.spec.kind, "enabled": p.spec.enabled,
+            "manual": p.spec.kind == "manual",
             "policy": {
                 "schedule": schedule.describe(), "every_seconds": _seconds(schedule.every), "cron": schedule.cron,
                 "window_seconds": _seconds(schedule.window), "interval_seconds": _seconds(schedule.interval),
@@ -147,11 +149,13 @@ class Report:
             return ExitCode.FAILED
         return ExitCode.OK
 
-    def counts(self) -> dict[str, int]:
-        """How many secrets are in each status (every status listed, zeros included)."""
+    def counts(self, *, manual: bool | None = None) -> dict[str, int]:
+        """How many secrets are in each status (every status listed, zeros included); ``manual=True`` counts
+        only reminder-only secrets, ``False`` only generated ones."""
         out = dict.fromkeys(STATUSES, 0)
         for secret in self.secrets:
-            out[secret.status] += 1
+            if manual is None or (secret.policy.spec.kind == "manual") == manual:
+                out[secret.status] += 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,7 +165,8 @@ class Report:
             "since": self.since.isoformat(), "until": self.generated_at.isoformat(),
             "manifest": str(self.manifest), "audit": self.audit.to_dict(),
             "summary": {"secrets": len(self.secrets), "statuses": self.counts(),
-                        "overdue": sum(s.overdue for s in self.secrets)},
+                        "overdue": sum(s.overdue for s in self.secrets),
+                        "manual": self.counts(manual=True)},
             "secrets": [s.to_dict() for s in self.secrets], "exit_code": int(self.exit_code()),
         }
 
@@ -184,8 +189,10 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def assess(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> SecretReport:
     """Status of one secret at ``now`` from its keyset (``None``: nothing stored yet); no activity yet."""
+    manual = policy.spec.kind == "manual"  # reminder-only: its keyset holds records of rotations by hand
     if keyset is None:
-        return SecretReport(policy, "missing", "no value stored yet (`rotator run` creates it)")
+        return SecretReport(policy, "missing", f"no rotation on record yet (`rotator mark-rotated {policy.name}`)"
+                            if manual else "no value stored yet (`rotator run` creates it)")
     if not keyset.managed:
         return SecretReport(policy, "unmanaged", "a value exists that rotator did not write (adopt: true)")
     last = last_rotation(keyset)
@@ -201,12 +208,15 @@ def assess(policy: SecretPolicy, keyset: Keyset | None, now: datetime) -> Secret
     if schedule.every is None and schedule.cron is None:
         report.detail = "no rotation schedule"
     else:
-        # the first due time after the last rotation, ignoring windows missed since (plan.py skips those)
-        report.due_at = Schedule(every=schedule.every, cron=schedule.cron).due_at(last, now)
-        deadline = report.due_at + (schedule.window or timedelta(0))
+        # the first (jittered) due time after the last rotation, ignoring windows missed since (plan.py skips
+        # those); overdue once the policy's deadline passed (jitter never moves that, a freeze does not excuse it)
+        report.due_at = schedule.due_at(last, last)
+        deadline = schedule.deadline(last)
         report.overdue = now >= deadline
         if report.overdue:
-            report.status, report.detail = "overdue", f"rotation overdue by {format_duration(now - deadline)}"
+            by_hand = " by hand" if manual else ""
+            report.status = "overdue"
+            report.detail = f"rotation{by_hand} overdue by {format_duration(now - deadline)}"
         elif policy.notices and now >= report.due_at - policy.notices[0]:
             report.status, report.detail = "due_soon", f"due in {format_duration(report.due_at - now)}"
         else:

@@ -91,16 +91,16 @@ def test_acknowledge_retries_after_conflict(env: Any) -> None:
     rt, clock, name = env
     provider = MemoryProvider(name=name)
     ref = rt.manifest.secret("api/hmac").ref
-    original = provider.update_meta
+    original = provider.apply
     raced = []
 
-    def racing_update(ref: SecretRef, expected: Any, changes: Any) -> Any:
+    def racing_update(ref: SecretRef, expected: Any, transition: Any) -> Any:
         if not raced:  # another consumer wins the race in between our read and write
             raced.append(True)
             _ring(env).acknowledge("billing")
-        return original(ref, expected, changes)
+        return original(ref, expected, transition)
 
-    provider.update_meta = racing_update  # type: ignore[method-assign]
+    provider.apply = racing_update  # type: ignore[method-assign]
     Keyring(provider, ref, clock=clock, background=False).acknowledge("gateway")
     assert set(acknowledged(provider.read(ref))) == {"gateway", "billing"}  # type: ignore[arg-type]
 
@@ -125,7 +125,7 @@ def test_acknowledge_gives_up_when_always_conflicting(env: Any) -> None:
     def always_conflict(*args: Any) -> Any:
         raise ConflictError("changed")
 
-    provider.update_meta = always_conflict  # type: ignore[method-assign]
+    provider.apply = always_conflict  # type: ignore[method-assign]
     ring = Keyring(provider, rt.manifest.secret("api/hmac").ref, clock=clock, background=False)
     with pytest.raises(ConflictError, match="kept changing"):
         ring.acknowledge("gateway")

@@ -9,10 +9,13 @@ import pytest
 from rotator.circuit import CircuitBreaker, GuardedProvider
 from rotator.errors import BackendUnavailable, ConflictError
 from rotator.metrics import METRICS
+from rotator.target import Capability
 
 
 class Flaky:
     """A provider stand-in whose ``read`` fails ``failures`` times, then answers."""
+
+    capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self, failures: int, transient: bool = True) -> None:
         self.failures, self.transient, self.calls = failures, transient, 0

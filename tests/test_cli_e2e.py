@@ -93,7 +93,7 @@ def test_grace_then_retire_then_rollback_window(workspace: Workspace) -> None:
 
 
 def test_rollback_and_retire_commands(workspace: Workspace) -> None:
-    """`rollback` restores the previous value; `retire` with nothing in grace fails with exit 1."""
+    """`rollback` restores the previous value; `retire` with nothing in grace is a no-op with exit 0."""
     workspace.write_manifest(MANIFEST)
     workspace.cli("run")
     before = next(v["id"] for v in _versions(workspace, "jwt") if v["state"] == "current")
@@ -102,22 +102,22 @@ def test_rollback_and_retire_commands(workspace: Workspace) -> None:
     after = next(v["id"] for v in _versions(workspace, "jwt") if v["state"] == "current")
     assert after == before
     result = workspace.cli("retire", "jwt")
-    assert result.code == 1
-    assert "nothing to retire" in result.err
+    assert result.code == 0, result.err
+    assert "nothing in grace to retire" in result.out
     workspace.cli("rotate", "--now", "jwt")
     assert workspace.cli("retire", "jwt").code == 0
     assert "previous" not in [v["state"] for v in _versions(workspace, "jwt")]
 
 
 def test_incident_revoke_previous_lists_consumers(workspace: Workspace) -> None:
-    """`rotate --now --revoke-previous` retires the old key at once and names who will break."""
+    """`rotate --now --revoke-previous` revokes the old key at once (terminal) and names who will break."""
     workspace.write_manifest(MANIFEST)
     workspace.cli("run")
     result = workspace.cli("rotate", "--now", "--revoke-previous", "partner-api-key", "--reason", "leaked")
     assert result.code == 0, result.err
     assert "partner-gateway, billing-worker" in result.out
     states = [v["state"] for v in _versions(workspace, "partner-api-key")]
-    assert sorted(states) == ["current", "retired"]
+    assert sorted(states) == ["current", "revoked"]
     revoked = [r for r in _audit(workspace) if r.get("event") == "key.revoked"]
     assert len(revoked) == 1
     assert revoked[0]["reason"] == "leaked"

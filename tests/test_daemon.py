@@ -126,13 +126,16 @@ def test_shutdown_timeout_leaves_a_hung_step_to_the_next_actor(workspace: Worksp
     hang = workspace.root / "hang"
     hang.touch()
     marker = workspace.root / "verifying"
+    seen = workspace.root / "first-value-verified"  # verify passes the first value, then hangs on a rotation
+    script = (f"cat >/dev/null; if [ -e {seen} ]; then touch {marker}; "
+              f"while [ -e {hang} ]; do sleep 0.1; done; fi; touch {seen}")
     workspace.write_manifest(f"""
         version: 1
         defaults: {{every: 2s, grace: 1s, notice: 1s}}
         secrets:
           - name: s
             kind: hmac
-            verify: {{command: ["sh", "-c", "cat >/dev/null; touch {marker}; while [ -e {hang} ]; do sleep 0.1; done"]}}
+            verify: {{command: ["sh", "-c", "{script}"]}}
     """)
     proc = workspace.spawn("daemon", "--metrics-port", str(port), "--reconcile-every", "1m",
                            "--shutdown-timeout", "2s")

@@ -129,8 +129,17 @@ def test_missed_notices_collapse_into_one(h: Harness) -> None:
     assert h.kinds().count("rotation.upcoming") == 1
 
 
+def test_verify_runs_on_the_first_value_too(tmp_path: Path) -> None:
+    """The verify hook checks the first value before it is stored: a refusal stores nothing."""
+    h = Harness(tmp_path, '  - {name: s, kind: hmac, verify: {command: ["false"]}}\n')
+    outcome = h.run("s")
+    assert not outcome.ok
+    assert "verify failed" in outcome.message
+    assert h.keyset("s") is None
+
+
 def test_revoke_previous_retires_old_value_at_once(h: Harness) -> None:
-    """Incident path: grace 0 retires the old current immediately and names the consumers."""
+    """Incident path: the old current is revoked (terminal) immediately and the consumers are named."""
     h.run("key")
     old = h.keyset("key").current
     outcome = h.run("key", force=True, revoke_previous=True, reason="leaked")
@@ -138,7 +147,7 @@ def test_revoke_previous_retires_old_value_at_once(h: Harness) -> None:
     assert outcome.consumers == ("gateway",)
     keyset = h.keyset("key")
     assert keyset.previous is None
-    assert keyset.get(old.id).state is State.RETIRED
+    assert keyset.get(old.id).state is State.REVOKED
     assert "key.revoked" in h.kinds()
 
 
@@ -193,7 +202,7 @@ def test_resume_finishes_a_crashed_attempt(h: Harness) -> None:
 
 
 def test_revoke_that_finds_a_pending_attempt_still_revokes(h: Harness) -> None:
-    """An incident revoke that resumes a crashed attempt promotes it with grace 0: the old key is retired."""
+    """An incident revoke that resumes a crashed attempt promotes it as a revoke: the old key is revoked."""
     h.run("key")
     old = h.keyset("key").current
     pending = _stage_pending(h, "key", timedelta(minutes=5))
@@ -201,7 +210,7 @@ def test_revoke_that_finds_a_pending_attempt_still_revokes(h: Harness) -> None:
     keyset = h.keyset("key")
     assert keyset.current.id == pending.id
     assert keyset.previous is None
-    assert keyset.get(old.id).state is State.RETIRED
+    assert keyset.get(old.id).state is State.REVOKED
     assert (outcome.ok, outcome.action, outcome.consumers) == (True, "revoked", ("gateway",))
     assert "key.revoked" in h.kinds()
 
@@ -221,9 +230,10 @@ def test_stale_pending_is_discarded(h: Harness) -> None:
 
 def test_failed_verify_keeps_current_and_backs_off(tmp_path: Path) -> None:
     """A failing verify hook leaves current untouched, emits rotation.failed and backs off retries."""
-    h = Harness(tmp_path, '  - {name: s, kind: hmac, verify: {command: ["false"]}}\n')
+    h = Harness(tmp_path, '  - {name: s, kind: hmac, verify: {command: ["sh", "-c", "test ! -e fail"]}}\n')
     h.run("s")
     current = h.keyset("s").current
+    (tmp_path / "fail").touch()
     h.clock.advance(timedelta(days=10, seconds=1))
     outcome = h.run("s")
     assert not outcome.ok

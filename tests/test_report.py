@@ -55,7 +55,7 @@ secrets:
   - {{name: hmac/webhook, kind: hmac, consumers: [gateway]}}
   - {{name: db/password, kind: password, length: 24, every: 2s, grace: 1s, notice: 1s}}
   - {{name: soon/key, kind: hmac, every: 1h, grace: 1m, notice: 59m59s}}
-  - {{name: flaky/key, kind: hmac, verify: {{command: ["false"]}}}}
+  - {{name: flaky/key, kind: hmac, verify: {{command: ["sh", "-c", "test ! -e flaky.fail"]}}}}
 """
 
 
@@ -191,6 +191,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
                                      env={"ROTATOR_ACTOR": "bob"})
         h.steps["revoke"] = ws.cli("rotate", "--now", "--revoke-previous", "hmac/webhook", "--reason",
                                    "INC-42 key leaked", env={"ROTATOR_ACTOR": "INC-42"})
+        (ws.root / "flaky.fail").touch()  # the verify hook passed the first value; it refuses the next
         h.steps["fail"] = ws.cli("rotate", "--now", "flaky/key")
         time.sleep(2.2)  # db/password (every 2s) is now overdue, and every event is older than 1s
         for fmt in ("json", "md", "html"):

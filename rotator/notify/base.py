@@ -120,6 +120,7 @@ def event_id(event: Event) -> str:
 
 _TITLES = {
     EventType.UPCOMING: (":hourglass_flowing_sand:", "⏳", "Rotation coming up", "#e8a317"),
+    EventType.OVERDUE: (":alarm_clock:", "⏰", "Rotation by hand overdue", "#e01e5a"),
     EventType.SUCCEEDED: (":white_check_mark:", "✅", "Rotation succeeded", "#2eb67d"),
     EventType.FAILED: (":x:", "❌", "Rotation failed", "#e01e5a"),
     EventType.ROLLED_BACK: (":leftwards_arrow_with_hook:", "↩️", "Rotation rolled back", "#e8a317"),

@@ -12,6 +12,8 @@ import pytest
 
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.provider import Provider, SecretRef
+from rotator.target import Capability
+from rotator.transitions import Create, Promote, Stage
 
 __all__ = [
     "GRACE", "JWK", "NOW", "STEPS", "WINDOW", "ContractBase", "RefMaker",
@@ -64,8 +66,8 @@ def values(keyset: Keyset) -> dict[str, str | None]:
 
 
 def assigns_ids(provider: Provider) -> bool:
-    """True for a provider that stores a staged version under an id of its own (``assigns_version_ids``)."""
-    return bool(getattr(provider, "assigns_version_ids", False))
+    """True for a provider that stores a staged version under an id of its own (``ASSIGNS_VERSION_IDS``)."""
+    return Capability.ASSIGNS_VERSION_IDS in provider.capabilities
 
 
 def assert_staged(provider: Provider, pending: KeyVersion, version: KeyVersion) -> None:
@@ -91,21 +93,21 @@ class ContractBase:
 
     def created(self, provider: Provider, ref: SecretRef, meta: Mapping[str, Any] | None = None) -> Keyset:
         """A new keyset holding one current version, promoted 60 days before NOW."""
-        return provider.create(ref, make_version(State.CURRENT, when=NOW - timedelta(days=60)), meta or {})
+        return provider.apply(ref, None, Create(make_version(State.CURRENT, when=NOW - timedelta(days=60)), meta or {}))
 
     def with_pending(self, provider: Provider, ref: SecretRef) -> Keyset:
         """Current plus a pending version."""
-        return provider.stage(ref, self.created(provider, ref), make_version())
+        return provider.apply(ref, self.created(provider, ref), Stage(make_version()))
 
     def with_previous(self, provider: Provider, ref: SecretRef, when: datetime = NOW) -> Keyset:
         """Current plus previous (promoted at ``when`` with GRACE)."""
         staged = self.with_pending(provider, ref)
-        return provider.promote(ref, staged, one(staged, State.PENDING).id, when, GRACE)
+        return provider.apply(ref, staged, Promote(one(staged, State.PENDING).id, when, GRACE))
 
     def with_retired(self, provider: Provider, ref: SecretRef, when: datetime) -> Keyset:
         """Current plus the old current retired at ``when`` (promotion with grace 0)."""
         staged = self.with_pending(provider, ref)
-        return provider.promote(ref, staged, one(staged, State.PENDING).id, when, timedelta(0), "revoked")
+        return provider.apply(ref, staged, Promote(one(staged, State.PENDING).id, when, timedelta(0), "revoked"))
 
     def stored(self, provider: Provider, ref: SecretRef) -> Keyset:
         """What the backend holds at ``ref`` (fails the test if nothing)."""

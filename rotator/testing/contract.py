@@ -51,6 +51,7 @@ from rotator.testing._contract_base import (
     reveal,
     values,
 )
+from rotator.transitions import Create, Discard, Promote, Purge, Retire, Rollback, Stage, UpdateMeta
 
 __all__ = ["GRACE", "NOW", "WINDOW", "ProviderContract", "RefMaker", "make_version"]
 
@@ -73,7 +74,7 @@ class ProviderContract(ContractBase):
         """The value read back equals the value written, wrapped in a SecretValue."""
         ref = make_ref()
         version = make_version(State.CURRENT)
-        provider.create(ref, version, {})
+        provider.apply(ref, None, Create(version, {}))
         current = one(self.stored(provider, ref), State.CURRENT)
         assert isinstance(current.value, SecretValue)
         assert reveal(current) == reveal(version)
@@ -82,7 +83,7 @@ class ProviderContract(ContractBase):
         """Aware times, attempt token, actor and a public JWK survive the backend unchanged."""
         ref = make_ref()
         version = make_version(State.CURRENT, attempt="attempt-meta", public=JWK)
-        provider.create(ref, version, {})
+        provider.apply(ref, None, Create(version, {}))
         current = one(self.stored(provider, ref), State.CURRENT)
         assert current == version
         assert current.created_at.utcoffset() == timedelta(0)
@@ -100,7 +101,7 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         first = self.created(provider, ref)
         with pytest.raises(ConflictError):
-            provider.create(ref, make_version(State.CURRENT), {})
+            provider.apply(ref, None, Create(make_version(State.CURRENT), {}))
         self.assert_stored(provider, ref, first)
 
     def test_read_missing_returns_none(self, provider: Provider, make_ref: RefMaker) -> None:
@@ -118,8 +119,8 @@ class ProviderContract(ContractBase):
         """Each successful step returns a keyset with a new revision, equal to what a read returns."""
         ref = make_ref()
         seen = [self.created(provider, ref)]
-        seen.append(provider.update_meta(ref, seen[-1], {"k": 1}))
-        seen.append(provider.stage(ref, seen[-1], make_version()))
+        seen.append(provider.apply(ref, seen[-1], UpdateMeta({"k": 1})))
+        seen.append(provider.apply(ref, seen[-1], Stage(make_version())))
         self.assert_stored(provider, ref, seen[-1])
         assert len({k.revision for k in seen}) == len(seen)
 
@@ -130,7 +131,7 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         base = self.created(provider, ref)
         version = make_version()
-        staged = provider.stage(ref, base, version)
+        staged = provider.apply(ref, base, Stage(version))
         self.assert_stored(provider, ref, staged)
         assert_staged(provider, one(staged, State.PENDING), version)
         assert reveal(one(staged, State.PENDING)) == reveal(version)
@@ -140,7 +141,7 @@ class ProviderContract(ContractBase):
         """read_value returns the stored value of a version (the verify read-back) and None for no such id."""
         ref = make_ref()
         version = make_version()
-        staged = provider.stage(ref, self.created(provider, ref), version)
+        staged = provider.apply(ref, self.created(provider, ref), Stage(version))
         value = provider.read_value(ref, one(staged, State.PENDING).id)
         assert value is not None
         assert value.reveal() == reveal(version)
@@ -150,8 +151,8 @@ class ProviderContract(ContractBase):
         """Staging the same attempt again (after a re-read) leaves one pending version and writes nothing."""
         ref = make_ref()
         version = make_version(attempt="attempt-retry")
-        staged = provider.stage(ref, self.created(provider, ref), version)
-        again = provider.stage(ref, self.stored(provider, ref), version)
+        staged = provider.apply(ref, self.created(provider, ref), Stage(version))
+        again = provider.apply(ref, self.stored(provider, ref), Stage(version))
         assert again.revision == staged.revision
         self.assert_stored(provider, ref, staged)
         assert [v.state for v in again.versions].count(State.PENDING) == 1
@@ -161,7 +162,7 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         staged = self.with_pending(provider, ref)
         with pytest.raises((IllegalTransition, ConflictError)):
-            provider.stage(ref, staged, make_version(attempt="another-attempt"))
+            provider.apply(ref, staged, Stage(make_version(attempt="another-attempt")))
         self.assert_stored(provider, ref, staged)
 
     def test_promote_with_grace_keeps_previous(self, provider: Provider, make_ref: RefMaker) -> None:
@@ -169,7 +170,7 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         staged = self.with_pending(provider, ref)
         pending, old = one(staged, State.PENDING), one(staged, State.CURRENT)
-        done = provider.promote(ref, staged, pending.id, NOW, GRACE)
+        done = provider.apply(ref, staged, Promote(pending.id, NOW, GRACE))
         self.assert_stored(provider, ref, done)
         current, previous = one(done, State.CURRENT), one(done, State.PREVIOUS)
         assert (current.id, current.promoted_at) == (pending.id, NOW)
@@ -181,7 +182,7 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         staged = self.with_pending(provider, ref)
         pending, old = one(staged, State.PENDING), one(staged, State.CURRENT)
-        done = provider.promote(ref, staged, pending.id, NOW, timedelta(0), "revoked in test")
+        done = provider.apply(ref, staged, Promote(pending.id, NOW, timedelta(0), "revoked in test"))
         self.assert_stored(provider, ref, done)
         assert one(done, State.CURRENT).id == pending.id
         assert done.previous is None
@@ -192,8 +193,8 @@ class ProviderContract(ContractBase):
         """A second promotion retires the older previous ("superseded"); only one previous remains."""
         ref = make_ref()
         first = self.with_previous(provider, ref, NOW - timedelta(days=1))
-        staged = provider.stage(ref, first, make_version())
-        done = provider.promote(ref, staged, one(staged, State.PENDING).id, NOW, GRACE)
+        staged = provider.apply(ref, first, Stage(make_version()))
+        done = provider.apply(ref, staged, Promote(one(staged, State.PENDING).id, NOW, GRACE))
         self.assert_stored(provider, ref, done)
         assert one(done, State.PREVIOUS).id == one(first, State.CURRENT).id
         old = done.get(one(first, State.PREVIOUS).id)
@@ -204,7 +205,7 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         done = self.with_previous(provider, ref)
         previous = one(done, State.PREVIOUS)
-        retired = provider.retire(ref, done, previous.id, NOW + GRACE, "ended")
+        retired = provider.apply(ref, done, Retire(previous.id, NOW + GRACE, "ended"))
         self.assert_stored(provider, ref, retired)
         assert retired.previous is None
         gone = retired.get(previous.id)
@@ -214,7 +215,7 @@ class ProviderContract(ContractBase):
         """Rollback makes previous current again and retires the rolled-back value with the reason."""
         ref = make_ref()
         done = self.with_previous(provider, ref)
-        back = provider.rollback(ref, done, NOW + timedelta(hours=1), "post-check failed", WINDOW)
+        back = provider.apply(ref, done, Rollback(NOW + timedelta(hours=1), "post-check failed", WINDOW))
         self.assert_stored(provider, ref, back)
         assert one(back, State.CURRENT).id == one(done, State.PREVIOUS).id
         bad = back.get(one(done, State.CURRENT).id)
@@ -226,7 +227,7 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         done = self.with_retired(provider, ref, NOW - timedelta(days=1))
         old = done.retired[0]
-        back = provider.rollback(ref, done, NOW, "bad key", WINDOW)
+        back = provider.apply(ref, done, Rollback(NOW, "bad key", WINDOW))
         self.assert_stored(provider, ref, back)
         assert one(back, State.CURRENT).id == old.id
         assert reveal(one(back, State.CURRENT)) == reveal(old)
@@ -236,14 +237,14 @@ class ProviderContract(ContractBase):
         ref = make_ref()
         done = self.with_retired(provider, ref, NOW - timedelta(days=1))
         with pytest.raises(IllegalTransition):
-            provider.rollback(ref, done, NOW, "too late", timedelta(hours=12))
+            provider.apply(ref, done, Rollback(NOW, "too late", timedelta(hours=12)))
         self.assert_stored(provider, ref, done)
 
     def test_discard_pending(self, provider: Provider, make_ref: RefMaker) -> None:
         """Discarding removes the pending version and keeps current."""
         ref = make_ref()
         staged = self.with_pending(provider, ref)
-        kept = provider.discard(ref, staged, one(staged, State.PENDING).id)
+        kept = provider.apply(ref, staged, Discard(one(staged, State.PENDING).id))
         self.assert_stored(provider, ref, kept)
         assert kept.pending is None
         assert kept.current == staged.current
@@ -252,8 +253,8 @@ class ProviderContract(ContractBase):
         """Purge forgets retired values older than the window; with nothing due it writes nothing."""
         ref = make_ref()
         done = self.with_retired(provider, ref, NOW - timedelta(days=40))
-        assert provider.purge(ref, done, NOW, timedelta(days=60)).revision == done.revision
-        purged = provider.purge(ref, done, NOW, WINDOW)
+        assert provider.apply(ref, done, Purge(NOW, timedelta(days=60))).revision == done.revision
+        purged = provider.apply(ref, done, Purge(NOW, WINDOW))
         self.assert_stored(provider, ref, purged)
         assert purged.retired == ()
         assert purged.current == done.current
@@ -262,7 +263,7 @@ class ProviderContract(ContractBase):
         """update_meta merges keys, and a None value removes a key."""
         ref = make_ref()
         base = self.created(provider, ref, {"a": 1, "b": {"x": [1, 2]}})
-        updated = provider.update_meta(ref, base, {"b": None, "c": "new"})
+        updated = provider.apply(ref, base, UpdateMeta({"b": None, "c": "new"}))
         self.assert_stored(provider, ref, updated)
         assert dict(updated.meta) == {"a": 1, "c": "new"}
 
@@ -279,25 +280,25 @@ class ProviderContract(ContractBase):
 
     def _apply(self, step: str, provider: Provider, ref: SecretRef, keyset: Keyset) -> Keyset:
         if step == "stage":
-            return provider.stage(ref, keyset, make_version())
+            return provider.apply(ref, keyset, Stage(make_version()))
         if step == "promote":
-            return provider.promote(ref, keyset, one(keyset, State.PENDING).id, NOW, GRACE)
+            return provider.apply(ref, keyset, Promote(one(keyset, State.PENDING).id, NOW, GRACE))
         if step == "retire":
-            return provider.retire(ref, keyset, one(keyset, State.PREVIOUS).id, NOW, "ended")
+            return provider.apply(ref, keyset, Retire(one(keyset, State.PREVIOUS).id, NOW, "ended"))
         if step == "rollback":
-            return provider.rollback(ref, keyset, NOW, "test", WINDOW)
+            return provider.apply(ref, keyset, Rollback(NOW, "test", WINDOW))
         if step == "discard":
-            return provider.discard(ref, keyset, one(keyset, State.PENDING).id)
+            return provider.apply(ref, keyset, Discard(one(keyset, State.PENDING).id))
         if step == "purge":
-            return provider.purge(ref, keyset, NOW, WINDOW)
-        return provider.update_meta(ref, keyset, {"step": step})
+            return provider.apply(ref, keyset, Purge(NOW, WINDOW))
+        return provider.apply(ref, keyset, UpdateMeta({"step": step}))
 
     @pytest.mark.parametrize("step", STEPS)
     def test_stale_expected_conflicts(self, provider: Provider, make_ref: RefMaker, step: str) -> None:
         """Every mutating step against an outdated revision raises ConflictError and writes nothing."""
         ref = make_ref()
         stale = self._ready_for(step, provider, ref)
-        fresh = provider.update_meta(ref, stale, {"bumped": True})
+        fresh = provider.apply(ref, stale, UpdateMeta({"bumped": True}))
         with pytest.raises(ConflictError):
             self._apply(step, provider, ref, stale)
         self.assert_stored(provider, ref, fresh)
@@ -321,7 +322,7 @@ class ProviderContract(ContractBase):
             def attempt(version: KeyVersion, expected: Keyset = base, gate: threading.Barrier = gate) -> str:
                 gate.wait()
                 try:
-                    provider.stage(ref, expected, version)
+                    provider.apply(ref, expected, Stage(version))
                 except ConflictError:
                     return "lost"
                 return reveal(version)
@@ -331,7 +332,7 @@ class ProviderContract(ContractBase):
             assert len(winners) == 1
             stored = self.stored(provider, ref)
             assert reveal(one(stored, State.PENDING)) == winners[0]
-            base = provider.discard(ref, stored, one(stored, State.PENDING).id)
+            base = provider.apply(ref, stored, Discard(one(stored, State.PENDING).id))
 
     def test_concurrent_increments_lose_no_update(self, provider: Provider, make_ref: RefMaker) -> None:
         """Threads doing read-modify-write with retry on conflict never lose an update."""
@@ -343,7 +344,7 @@ class ProviderContract(ContractBase):
             while done < times:
                 current = self.stored(provider, ref)
                 try:
-                    provider.update_meta(ref, current, {"count": current.meta["count"] + 1})
+                    provider.apply(ref, current, UpdateMeta({"count": current.meta["count"] + 1}))
                 except ConflictError:
                     continue
                 done += 1
@@ -360,14 +361,14 @@ class ProviderContract(ContractBase):
         """A pending version left by a dead process is readable with its attempt and promotable later."""
         ref = make_ref()
         version = make_version(attempt="attempt-crashed")
-        provider.stage(ref, self.created(provider, ref), version)
+        provider.apply(ref, self.created(provider, ref), Stage(version))
         later = reopen()
         found = self.stored(later, ref)
         pending = one(found, State.PENDING)
         if not assigns_ids(provider):  # a provider that assigns ids keeps no attempt token for a pending version
             assert pending.attempt == "attempt-crashed"
         assert reveal(pending) == reveal(version)
-        done = later.promote(ref, found, pending.id, NOW, GRACE)
+        done = later.apply(ref, found, Promote(pending.id, NOW, GRACE))
         self.assert_stored(later, ref, done)
         self.assert_stored(provider, ref, done)
         assert one(done, State.CURRENT).id == pending.id
@@ -381,7 +382,7 @@ class ProviderContract(ContractBase):
         staged = self.with_pending(provider, ref)
         later = reopen()
         found = self.stored(later, ref)
-        kept = later.discard(ref, found, one(found, State.PENDING).id)
+        kept = later.apply(ref, found, Discard(one(found, State.PENDING).id))
         self.assert_stored(provider, ref, kept)
         assert kept.pending is None
         assert kept.current == staged.current
@@ -390,13 +391,13 @@ class ProviderContract(ContractBase):
         """No secret value appears in a keyset's repr/str or in any error the provider raises."""
         ref = make_ref()
         done = self.with_previous(provider, ref)
-        staged = provider.stage(ref, done, make_version())
+        staged = provider.apply(ref, done, Stage(make_version()))
         texts = [repr(staged), str(staged), repr(staged.versions), repr(provider), repr(provider.read(ref))]
         failures: list[Callable[[], object]] = [
-            lambda: provider.create(ref, make_version(State.CURRENT), {}),
-            lambda: provider.stage(ref, done, make_version()),
-            lambda: provider.discard(ref, staged, one(staged, State.CURRENT).id),
-            lambda: provider.promote(ref, staged, "no-such-version", NOW, GRACE),
+            lambda: provider.apply(ref, None, Create(make_version(State.CURRENT), {})),
+            lambda: provider.apply(ref, done, Stage(make_version())),
+            lambda: provider.apply(ref, staged, Discard(one(staged, State.CURRENT).id)),
+            lambda: provider.apply(ref, staged, Promote("no-such-version", NOW, GRACE)),
         ]
         for fail in failures:
             with pytest.raises(RotatorError) as caught:

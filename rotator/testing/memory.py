@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from rotator.errors import ConflictError
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State, version_from_json, version_to_json
 from rotator.provider import DocumentProvider, SecretRef
+from rotator.target import Capability
 
 __all__ = ["MemoryConfig", "MemoryProvider"]
 
@@ -47,7 +48,10 @@ class MemoryProvider(DocumentProvider):
 
     type_name: ClassVar[str] = "memory"
     config_model: ClassVar[type[BaseModel]] = MemoryConfig
-    retry_transient: ClassVar[bool] = False  # local failures are not fixed by waiting
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.MULTI_PREVIOUS,
+        Capability.NO_RETRY,  # local failures are not fixed by waiting
+    })
 
     _stores: ClassVar[dict[str, dict[str, _Stored]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()

@@ -62,13 +62,15 @@ EXPIRES_TAG = "rotator:previous-expires-at"
 ROTATED_TAG = "rotator:last-rotated-at"
 _RECORD = "rotator:v:"
 _CHUNK = 250
-_LABEL_OF = {State.CURRENT: CURRENT, State.PREVIOUS: PREVIOUS, State.RETIRED: RETIRED, State.PENDING: PENDING}
+_LABEL_OF = {State.CURRENT: CURRENT, State.PREVIOUS: PREVIOUS, State.RETIRED: RETIRED, State.PENDING: PENDING,
+             State.REVOKED: RETIRED}  # a revoked version is a retired one whose record says rv
 _FIELDS = {"created_at": "c", "promoted_at": "p", "expires_at": "e", "retired_at": "r"}
 _KEEP = {  # record fields that mean something in each state
     State.PENDING: ("created_at",),
     State.CURRENT: ("created_at", "promoted_at"),
     State.PREVIOUS: ("created_at", "promoted_at", "expires_at"),
     State.RETIRED: ("created_at", "promoted_at", "retired_at"),
+    State.REVOKED: ("created_at", "promoted_at", "retired_at"),
 }
 _TAG_SAFE = re.compile(r"[^\w .:/=+@-]")
 
@@ -144,7 +146,9 @@ def _version(vid: str, state: State, record: Mapping[str, Any], created: datetim
     for name in _KEEP[state]:
         text = record.get(_FIELDS[name])
         times[name] = datetime.fromisoformat(text) if isinstance(text, str) else None
-    reason = record.get("why") if state is State.RETIRED else None
+    if state is State.RETIRED and record.get("rv"):
+        state = State.REVOKED
+    reason = record.get("why") if state in (State.RETIRED, State.REVOKED) else None
     public = record.get("pub")
     return KeyVersion(
         id=vid, state=state, value=value, created_at=times.pop("created_at") or created,

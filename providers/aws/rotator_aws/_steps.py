@@ -86,7 +86,7 @@ def plan_bump(remote: Remote) -> Plan:
 
 
 def plan_promote(remote: Remote, vid: str, created: datetime, now: datetime, grace: timedelta,
-                 reason: str | None) -> Plan:
+                 reason: str | None, *, revoke: bool = False) -> Plan:
     """AWSCURRENT to the pending version (CAS on the old current); AWSPREVIOUS follows by itself."""
     current = remote.holder(CURRENT)
     assert current is not None
@@ -104,7 +104,10 @@ def plan_promote(remote: Remote, vid: str, created: datetime, now: datetime, gra
     else:
         # the expiry keeps a crash between the moves below safe: the old current would read as a
         # previous version that is already due for retirement
-        tags |= _rec(remote, current, (), r=now, why=_short(reason or "revoked"), e=now)
+        fields: dict[str, Any] = {"r": now, "why": _short(reason or ("revoked" if revoke else "grace 0")), "e": now}
+        if revoke:
+            fields["rv"] = 1  # revoked: terminal, never made current again (read back as State.REVOKED)
+        tags |= _rec(remote, current, (), **fields)
         tags |= info_tags(now, None)
         moves.append(Move(PREVIOUS, current, None))
         if retired != current:
@@ -113,12 +116,13 @@ def plan_promote(remote: Remote, vid: str, created: datetime, now: datetime, gra
     return _plan(tags, moves, _forget(remote, *gone))
 
 
-def plan_retire(remote: Remote, vid: str, now: datetime, reason: str) -> Plan:
-    """ROTATOR_RETIRED to the previous version first, then AWSPREVIOUS off it."""
+def plan_retire(remote: Remote, vid: str, now: datetime, reason: str, *, revoke: bool = False) -> Plan:
+    """ROTATOR_RETIRED to the previous version first, then AWSPREVIOUS off it (``revoke``: marked revoked)."""
     retired = remote.holder(RETIRED)
     moves = [] if retired == vid else [Move(RETIRED, retired, vid)]
     moves.append(Move(PREVIOUS, vid, None))
-    tags = _rec(remote, vid, ("e",), r=now, why=_short(reason)) | {EXPIRES_TAG: ""}
+    extra: dict[str, Any] = {"rv": 1} if revoke else {}
+    tags = _rec(remote, vid, ("e",), r=now, why=_short(reason), **extra) | {EXPIRES_TAG: ""}
     return _plan(tags, moves, _forget(remote, retired if retired != vid else None))
 
 

@@ -6,8 +6,10 @@ For teams that keep Secrets Manager's own rotation schedule: deploy with handler
 published template::
 
     createSecret   a value already stored for the token -> nothing; else generate and put it as AWSPENDING
-    setSecret      nothing to push (consumers read Secrets Manager; verifiers already accept AWSPENDING)
-    testSecret     read the pending value back: it must be a valid value of its kind and pass the verify hook
+    setSecret      nothing to push (consumers read Secrets Manager; verifiers already accept AWSPENDING),
+                   except for a database secret tagged ``rotator:target``: the target sets the password
+    testSecret     read the pending value back: it must be a valid value of its kind and pass the verify hook;
+                   a database secret must also log in (``_lambda_target``)
     finishSecret   token already AWSCURRENT -> nothing; else move AWSCURRENT to it (RemoveFromVersionId set)
 
 Before any step: rotation must be enabled, the token must be a version of the secret, and it must be
@@ -34,6 +36,7 @@ from rotator.errors import IllegalTransition, ManifestError, VerifyFailed
 from rotator.generators import GeneratorParams, check_params, generate, matches_kind
 from rotator.keyset import SecretValue
 from rotator_aws._client import build_client, snake, translate
+from rotator_aws._lambda_target import DatabaseRotation, database_rotation
 from rotator_aws._layout import CURRENT, PENDING, Remote, encode, info_tags, record_key
 from rotator_aws.config import AwsConfig
 
@@ -130,17 +133,38 @@ class _Rotation:
         return False
 
     def pending_value(self) -> SecretValue | None:
+        text = self._read(self.arn, PENDING, version=self.token)
+        return SecretValue(text) if text is not None else None
+
+    def _read(self, ref: str, stage: str, *, version: str | None = None) -> str | None:
+        """The SecretString of ``ref`` at ``stage`` (and ``version``), None when there is none."""
         from botocore.exceptions import ClientError
 
+        request = {"SecretId": ref, "VersionStage": stage, **({"VersionId": version} if version else {})}
         try:
-            answer = self.client.get_secret_value(SecretId=self.arn, VersionId=self.token, VersionStage=PENDING)
+            answer = self.client.get_secret_value(**request)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                 return None
-            raise translate(exc, action="GetSecretValue", name=self.arn,
-                            endpoint=self.client.meta.endpoint_url) from exc
+            raise translate(exc, action="GetSecretValue", name=ref, endpoint=self.client.meta.endpoint_url) from exc
         text = answer.get("SecretString")
-        return SecretValue(text) if text is not None else None
+        return str(text) if text is not None else None
+
+    def database(self) -> DatabaseRotation | None:
+        """The target rotation of a database secret (tag ``rotator:target``), else None."""
+        if "rotator:target" not in self.tags:
+            return None
+        return database_rotation(self.arn, self.tags, self._read(self.arn, CURRENT),
+                                 lambda ref, stage: self._read(ref, stage))
+
+    def set(self) -> None:
+        database = self.database()
+        pending = self.pending_value()
+        if database is None or pending is None:
+            log.info("rotation.set_skipped secret=%s version=%s", self.arn, self.token)
+            return
+        database.set(pending)
+        log.info("rotation.set secret=%s version=%s target=%s", self.arn, self.token, self.tags["rotator:target"])
 
     def create(self) -> None:
         self._call("GetSecretValue", SecretId=self.arn, VersionStage=CURRENT)  # there must be a current
@@ -149,6 +173,8 @@ class _Rotation:
             return
         settings = self.settings()
         made = generate(settings.params)
+        database = self.database()
+        value = database.pending_document(made.value) if database else made.value
         record: dict[str, Any] = {"c": datetime.now(UTC).isoformat(), "a": self.token, "by": "aws-lambda"}
         if made.public:
             record["pub"] = dict(made.public, kid=self.token)
@@ -156,7 +182,7 @@ class _Rotation:
             self._call("TagResource", SecretId=self.arn,
                        Tags=[{"Key": k, "Value": v} for k, v in encode(record_key(self.token), record).items()])
         self._call("PutSecretValue", SecretId=self.arn, ClientRequestToken=self.token,
-                   SecretString=made.value.reveal(), VersionStages=[PENDING])
+                   SecretString=value.reveal(), VersionStages=[PENDING])
         log.info("rotation.created secret=%s version=%s", self.arn, self.token)
 
     def test(self) -> None:
@@ -164,7 +190,9 @@ class _Rotation:
         if value is None:
             raise VerifyFailed(f"secret {self.arn}: no pending value for version {self.token}; run createSecret")
         settings = self.settings()
-        if not matches_kind(settings.params.kind, value.reveal(), settings.params):
+        database = self.database()
+        checked = SecretValue(database.test(value)) if database else value  # a database secret: its password
+        if not matches_kind(settings.params.kind, checked.reveal(), settings.params):
             raise VerifyFailed(f"secret {self.arn}: pending version {self.token} is not a valid "
                                f"{settings.params.kind}")
         if settings.verify:
@@ -224,4 +252,4 @@ def handler(event: Mapping[str, Any], context: Any) -> None:
     elif step == "finishSecret":
         rotation.finish()
     else:
-        log.info("rotation.set_skipped secret=%s version=%s", rotation.arn, rotation.token)
+        rotation.set()

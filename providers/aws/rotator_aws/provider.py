@@ -9,7 +9,7 @@ Writers of one secret inside a process are serialised by a lock, so threads neve
 are read with an explicit ``VersionId`` + ``VersionStage`` (never the default version: moto can get it wrong)
 and cached by version id, since a version's value never changes.
 
-The staged version's id is the derived token, not ``version.id`` (``assigns_version_ids``); its attempt,
+The staged version's id is the derived token, not ``version.id`` (``ASSIGNS_VERSION_IDS``); its attempt,
 actor and public key are not stored (AWS's VersionId and CreatedDate describe a pending version).
 
 Calls per step: stage 1 (put), promote 2 (tag, move; a third move when a previous version is still in
@@ -19,6 +19,7 @@ pending one). A rotation in a fresh process is therefore describe, put, read-bac
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -34,7 +35,21 @@ from pydantic import BaseModel
 from rotator import keyset as ks
 from rotator.errors import AccessDenied, ConflictError, IllegalTransition, ProviderError, SecretNotFound
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
-from rotator.provider import SecretRef
+from rotator.provider import SecretRef, StepMethods
+from rotator.target import Capability
+from rotator.transitions import (
+    Adopt,
+    Create,
+    Discard,
+    Promote,
+    Purge,
+    Retire,
+    Revoke,
+    Rollback,
+    Stage,
+    Transition,
+    UpdateMeta,
+)
 from rotator_aws import _steps as steps
 from rotator_aws._client import build_client, snake, translate
 from rotator_aws._layout import CURRENT, PENDING, Move, Plan, Remote, label_for, stage_token
@@ -58,12 +73,18 @@ class _Entry:
     remote: Remote | None = None
 
 
-class AwsProvider:
-    """Secrets Manager secrets as keysets; safe to share between threads."""
+class AwsProvider(StepMethods):
+    """Secrets Manager secrets as keysets; safe to share between threads.
+
+    One previous version at most (AWSPREVIOUS): no ``MULTI_PREVIOUS``.
+    """
 
     type_name: ClassVar[str] = "aws"
     config_model: ClassVar[type[BaseModel]] = AwsConfig
-    assigns_version_ids: ClassVar[bool] = True  # a staged version's id is its derived stage token
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.STATE_READ,
+        Capability.ASSIGNS_VERSION_IDS,  # a staged version's id is its derived stage token
+    })
 
     def __init__(self, *, name: str = "aws", config: AwsConfig | None = None, base_dir: Path | None = None) -> None:
         self.name = name
@@ -98,7 +119,34 @@ class AwsProvider:
         found = self._remember(name, version_id, answer)
         return found[0]
 
-    def create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
+    def apply(self, ref: SecretRef, expected: Keyset | None, transition: Transition | Create) -> Keyset:
+        """Map each transition onto its Secrets Manager calls (layout in :mod:`rotator_aws._layout`)."""
+        if isinstance(transition, Create):
+            return self._create(ref, transition.version, transition.meta)
+        if expected is None:
+            raise IllegalTransition(f"{ref.name}: {type(transition).__name__} needs the keyset it applies to")
+        match transition:
+            case Adopt():
+                return self._adopt(ref, expected)
+            case Stage(version=version, meta=meta):
+                return self._stage(ref, ks.with_meta(expected, **meta) if meta else expected, version)
+            case Promote():
+                return self._promote(ref, expected, transition)
+            case Retire(version_id=vid, now=now, reason=reason):
+                return self._retire(ref, expected, vid, now, reason)
+            case Revoke(version_ids=vids, now=now, reason=reason):
+                return self._revoke(ref, expected, vids, now, reason)
+            case Rollback(now=now, reason=reason, window=window):
+                return self._rollback(ref, expected, now, reason, window)
+            case Discard(version_id=vid):
+                return self._discard(ref, expected, vid)
+            case Purge(now=now, window=window):
+                return self._purge(ref, expected, now, window)
+            case UpdateMeta(changes=changes):
+                return self._update_meta(ref, expected, changes)
+        raise IllegalTransition(f"{ref.name}: unknown step {type(transition).__name__}")  # pragma: no cover
+
+    def _create(self, ref: SecretRef, version: KeyVersion, meta: Mapping[str, Any]) -> Keyset:
         value = self._writable(ref, version)
         name = self._aws_name(ref)
         tags = steps.plan_create_tags(version, meta, ref.labels)
@@ -115,14 +163,14 @@ class AwsProvider:
             after = self._run(name, entry, remote, Plan(moves=(Move(PENDING, None, version.id),)))
         return after.keyset(ref.name, {version.id: (value, None)})
 
-    def adopt(self, ref: SecretRef, expected: Keyset) -> Keyset:
+    def _adopt(self, ref: SecretRef, expected: Keyset) -> Keyset:
         current = expected.current
         if current is None:
             raise IllegalTransition(f"{ref.name}: {self._aws_name(ref)} has no AWSCURRENT value to adopt")
         return self._step(ref, expected, lambda r: steps.plan_adopt(r, current, ref.labels), check=True,
                           every_value=True)  # now readable under the least-privilege policy
 
-    def stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
+    def _stage(self, ref: SecretRef, expected: Keyset, version: KeyVersion) -> Keyset:
         pending = expected.pending
         if pending is not None and ((version.attempt is not None and pending.attempt == version.attempt)
                                     or (pending.value is not None and pending.value == version.value)):
@@ -144,36 +192,43 @@ class AwsProvider:
         known = {v.id: v.value for v in expected.versions if v.value is not None}
         return after.keyset(ref.name, self._sources(name, after, known, every_value=False))
 
-    def promote(
-        self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, grace: timedelta,
-        reason: str | None = None,
-    ) -> Keyset:
-        ks.promote(expected, version_id, now, grace, reason)
+    def _promote(self, ref: SecretRef, expected: Keyset, t: Promote) -> Keyset:
+        t.apply(expected)  # the transition's own checks; AWS keeps one previous whatever keep_previous says
         self._need_current(ref, expected)
-        created = next(v.created_at for v in expected.versions if v.id == version_id)
-        return self._step(ref, expected, lambda r: steps.plan_promote(r, version_id, created, now, grace, reason))
+        created = next(v.created_at for v in expected.versions if v.id == t.version_id)
+        return self._step(ref, expected, lambda r: steps.plan_promote(
+            r, t.version_id, created, t.now, timedelta(0) if t.revoke else t.grace, t.reason, revoke=t.revoke))
 
-    def retire(self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, reason: str) -> Keyset:
+    def _retire(self, ref: SecretRef, expected: Keyset, version_id: str, now: datetime, reason: str) -> Keyset:
         ks.retire(expected, version_id, now, reason)
         return self._step(ref, expected, lambda r: steps.plan_retire(r, version_id, now, reason))
 
-    def rollback(self, ref: SecretRef, expected: Keyset, now: datetime, reason: str, window: timedelta) -> Keyset:
+    def _revoke(self, ref: SecretRef, expected: Keyset, vids: tuple[str, ...], now: datetime,
+                reason: str) -> Keyset:
+        ks.revoke(expected, vids, now, reason)
+        keyset = expected
+        for vid in vids:  # AWS holds one previous: in practice one id
+            if keyset.get(vid).state is State.PREVIOUS:
+                keyset = self._step(ref, keyset, functools.partial(_plan_revoke, vid=vid, now=now, reason=reason))
+        return keyset
+
+    def _rollback(self, ref: SecretRef, expected: Keyset, now: datetime, reason: str, window: timedelta) -> Keyset:
         restored = ks.rollback(expected, now, reason, window).current
         assert restored is not None  # ks.rollback raises IllegalTransition otherwise
         return self._step(ref, expected, lambda r: steps.plan_rollback(r, restored.id, now, reason))
 
-    def discard(self, ref: SecretRef, expected: Keyset, version_id: str) -> Keyset:
+    def _discard(self, ref: SecretRef, expected: Keyset, version_id: str) -> Keyset:
         ks.discard(expected, version_id)
         return self._step(ref, expected, lambda r: steps.plan_discard(r, version_id))
 
-    def purge(self, ref: SecretRef, expected: Keyset, now: datetime, window: timedelta) -> Keyset:
+    def _purge(self, ref: SecretRef, expected: Keyset, now: datetime, window: timedelta) -> Keyset:
         kept = ks.purge(expected, now, window)
         if kept is expected:
             return expected
         gone = {v.id for v in expected.versions} - {v.id for v in kept.versions}
         return self._step(ref, expected, lambda r: steps.plan_purge(r, sorted(gone)))
 
-    def update_meta(self, ref: SecretRef, expected: Keyset, changes: Mapping[str, Any]) -> Keyset:
+    def _update_meta(self, ref: SecretRef, expected: Keyset, changes: Mapping[str, Any]) -> Keyset:
         meta = ks.with_meta(expected, **changes).meta
         return self._step(ref, expected, lambda r: steps.plan_meta(r, meta), check=True)
 
@@ -409,6 +464,10 @@ class AwsProvider:
     def _need_current(ref: SecretRef, expected: Keyset) -> None:
         if expected.current is None:
             raise IllegalTransition(f"{ref.name}: no AWSCURRENT version to promote over")
+
+
+def _plan_revoke(remote: Remote, *, vid: str, now: datetime, reason: str) -> Plan:
+    return steps.plan_retire(remote, vid, now, reason, revoke=True)
 
 
 def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:

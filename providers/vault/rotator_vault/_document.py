@@ -38,8 +38,10 @@ def encode(keyset: Keyset, where: str) -> dict[str, Any]:
     """The document to store for ``keyset``; refuses a keyset whose live versions lack a value."""
     doc: dict[str, Any] = {}
     retired: dict[str, str] = {}
+    newest_previous = keyset.previous
     for version in keyset.versions:
-        if version.state in _LIVE:
+        top = version.state in _LIVE and (version.state is not State.PREVIOUS or version is newest_previous)
+        if top:  # consumers read current / previous / pending; older previous versions go by id, as retired do
             if version.value is None:
                 raise ProviderError(
                     f"vault: cannot store {keyset.name} at {where}: its {version.state} version {version.id} "
@@ -69,7 +71,8 @@ def decode(name: str, data: Mapping[str, Any], kv_meta: Mapping[str, Any], where
         versions = []
         for item in own["versions"]:
             state = State(item["state"])
-            raw = data.get(str(state)) if state in _LIVE else retired.get(str(item["id"]))
+            by_id = retired.get(str(item["id"]))
+            raw = by_id if by_id is not None or state not in _LIVE else data.get(str(state))
             versions.append(version_from_json(item, SecretValue(raw) if isinstance(raw, str) else None))
         meta = dict(own.get("meta") or {})
         return Keyset(name=name, revision=revision, versions=tuple(versions), meta=meta)
