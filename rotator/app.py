@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rotator.audit import AuditLog
+from rotator.audit_key import audit_keys_for
+from rotator.audit_sink import parse_sink
 from rotator.clock import Clock, utcnow
 from rotator.engine import Engine
 from rotator.events import Event, EventBus, Subscriber
@@ -61,9 +63,9 @@ class Runtime:
     def close(self, timeout: float = 30.0) -> None:
         if self.dispatcher is not None:
             self.dispatcher.close(timeout)  # flushes, then reports what is still queued as failed
+        self.audit.close()  # anchors the audit head in the backend: before the providers close
         self.providers.close()
         self.engine.targets.close()
-        self.audit.close()
 
 
 def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: Clock = utcnow,
@@ -72,7 +74,9 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
     """Load the manifest (unless given) and assemble a runtime for ``actor``."""
     manifest = manifest if manifest is not None else load_manifest(manifest_path)
     audit_config = manifest.model.audit
-    audit = AuditLog(manifest.audit_path, max_bytes=audit_config.max_bytes, keep=audit_config.keep)
+    providers = manifest.build_providers()
+    audit = AuditLog(manifest.audit_path, max_bytes=audit_config.max_bytes, keep=audit_config.keep,
+                     keys=audit_keys_for(manifest, providers, clock=clock), sink=parse_sink(audit_config.sink))
 
     def on_error(subscriber: Subscriber, event: Event, exc: Exception) -> None:
         log.warning("subscriber.failed", subscriber=getattr(subscriber, "__name__", type(subscriber).__name__),
@@ -81,7 +85,6 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
     bus = EventBus(on_error=on_error)
     bus.subscribe(audit, critical=True)
     bus.subscribe(_log_event)
-    providers = manifest.build_providers()
     engines: list[Engine] = []
 
     def admin_values(secret: str) -> list[SecretValue]:
@@ -95,7 +98,7 @@ def build_runtime(manifest_path: str | os.PathLike[str], *, actor: str, clock: C
 
     targets = manifest.build_targets(admin_values)
     engine = Engine(manifest, providers, bus, actor=actor, clock=clock, stop_requested=stop_requested,
-                    audit=audit.append, targets=targets)
+                    targets=targets)
     engines.append(engine)
     runtime = Runtime(manifest, providers, bus, audit, engine)
     if notify and manifest.model.notifiers:
@@ -117,23 +120,17 @@ def _dispatcher(runtime: Runtime) -> Any:
 
     def on_result(notifier: str, event: Event, result: str, exc: Exception | None) -> None:
         METRICS.notifications.labels(notifier=notifier, result=result).inc()
-        record: dict[str, Any] = {"type": "notification", "notifier": notifier, "event": str(event.type),
-                                  "secret": event.secret, "result": result,
-                                  "correlation_id": event.correlation_id}
         if exc is not None:
-            record["error"] = redact_text(str(exc))[:300]
             runtime.warn(f"notification to '{notifier}' about {event.type} for {event.secret} failed: "
-                         f"{record['error']}")
-        try:
-            runtime.audit.append(record)
-        except OSError as err:
-            log.warning("audit.append_failed", error=str(err))
+                         f"{redact_text(str(exc))[:300]}")
 
-    return Dispatcher(dict(manifest.model.notifiers), routes, on_result=on_result)
+    # the dispatcher puts each result on the bus as a `notification.result` event; the audit log records it
+    return Dispatcher(dict(manifest.model.notifiers), routes, on_result=on_result, bus=runtime.bus)
 
 
 def _log_event(event: Event) -> None:
     fields = event.to_dict()
     name = fields.pop("event")
-    level = "warning" if name in ("rotation.failed", "rotation.rolled_back", "key.revoked") else "info"
+    failed = name == "notification.result" and event.details.get("result") == "failed"
+    level = "warning" if failed or name in ("rotation.failed", "rotation.rolled_back", "key.revoked") else "info"
     getattr(log, level)(name, **fields)

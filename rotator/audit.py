@@ -1,81 +1,62 @@
-"""Append-only, hash-chained JSON Lines audit log (DESIGN.md section 5).
+"""Append-only, hash-chained JSON Lines audit log (DESIGN.md section 5): the writer.
 
 Each line is one record in canonical JSON (sorted keys, compact separators, ASCII)::
 
-    {"hash": H, "prev": P, "seq": N, "ts": "<ISO UTC>", ...record}
+    {"hash": H, "prev": P, "seq": N, "ts": "<ISO UTC>", "kid": K, "log": L, ...record}
 
-``hash`` is the SHA-256 (hex) of the canonical line *without* its ``hash`` key, ``prev`` the ``hash`` of the
-previous record (64 zeros for the first) and ``seq`` counts up by one. A line must be exactly the canonical
-encoding of its content, so ``hash`` commits to its bytes: editing, deleting, inserting or reordering lines
-breaks the chain, and a naive edit is caught on the edited line itself.
+``prev`` is the ``hash`` of the previous record (64 zeros for the first) and ``seq`` counts up by one. With
+audit keys (:mod:`rotator.audit_key`, always on for a runtime) ``hash`` is the HMAC-SHA256 of the canonical
+line without its ``hash`` under the key ``kid`` names, so a writer without the key cannot recompute the chain;
+``log`` identifies this log for its backend anchor. Logs written before keys existed carry SHA-256 hashes and
+no ``kid``; the first keyed record simply continues their chain (``prev`` = the last unkeyed hash).
+
+After every keyed append the head (``seq`` + ``hash``) goes to a checkpoint file ``<path>.head`` (HMAC'd,
+replaced atomically) and, at most once per run or daemon pass (:meth:`AuditLog.anchor`), to the audit key's
+keyset in the backend, so records cut off the end are detected (:mod:`rotator.audit_verify`).
 
 Daemons, CronJobs and the CLI append from several processes: each append holds an exclusive ``flock`` on
 ``<path>.lock`` while it finds the chain head, writes, fsyncs and maybe rotates, so the chain never forks.
 Past ``max_bytes`` the file moves to ``<path>.1`` (older ones shift to ``.2`` ..., beyond ``keep`` deleted)
-and the chain continues into the new file.
+and the chain continues into the new file. A :class:`~rotator.audit_sink.Sink` gets a copy of each line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from rotator.errors import OperationFailed, UsageError
-from rotator.events import Event
-from rotator.keyset import SecretValue
+from rotator._audit_chain import (
+    GENESIS,
+    RESERVED,
+    Checkpoint,
+    digest,
+    encode,
+    lock_file,
+    rotated_files,
+    write_checkpoint,
+)
+from rotator.audit_verify import VerifyResult, iter_records, verify
+from rotator.clock import Clock, utcnow
+from rotator.errors import OperationFailed, RotatorError, UsageError
+from rotator.events import Event, is_notification, is_step
+from rotator.logs import get_logger, redact_text
 
-__all__ = ["GENESIS", "AuditLog", "VerifyResult", "iter_records", "verify"]
+if TYPE_CHECKING:
+    from rotator.audit_key import AuditKeys
+    from rotator.audit_sink import Sink
 
-GENESIS = "0" * 64
-_RESERVED = frozenset({"hash", "prev", "seq", "ts"})
+__all__ = ["GENESIS", "AuditLog", "VerifyResult", "iter_records", "record_of", "verify"]
+
 _TAIL_CHUNK = 4096
-
-
-def _json_default(obj: object) -> Any:
-    if isinstance(obj, SecretValue):
-        raise TypeError("audit records must never contain a SecretValue; log the version id instead")
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    raise TypeError(f"audit records must be JSON-able; got {type(obj).__name__}")
-
-
-def _encode(obj: Mapping[str, Any]) -> bytes:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default)
-    return text.encode("ascii")
-
-
-def _digest(body: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_encode(body)).hexdigest()
-
-
-def _rotated(path: Path) -> list[tuple[int, Path]]:
-    """The rotated files ``path.N`` that exist, as ``(N, path)``, oldest (largest N) first."""
-    prefix = path.name + "."
-    found: list[tuple[int, Path]] = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(path.parent):
-            suffix = entry.name[len(prefix):]
-            if entry.name.startswith(prefix) and suffix.isdigit():
-                found.append((int(suffix), Path(entry.path)))
-    return sorted(found, reverse=True)
-
-
-def _lock_file(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
-
-
-def _chain_files(path: Path) -> list[Path]:
-    files = [p for _, p in _rotated(path)]
-    return [*files, path] if path.exists() else files
+log = get_logger("rotator.audit")
 
 
 def _last_line(where: Path) -> bytes | None:
@@ -108,13 +89,17 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 class AuditLog:
-    """Appends records to the hash-chained log at ``path``; usable as a (critical) EventBus subscriber.
+    """Appends records to the hash-chained log at ``path``; the (critical) EventBus subscriber that writes it.
 
-    ``max_bytes`` turns on rotation; ``keep`` rotated files are kept (all when ``None``). Thread- and
-    process-safe; :meth:`close` (or ``with``) releases the file descriptors.
+    ``max_bytes`` turns on rotation; ``keep`` rotated files are kept (all when ``None``). ``keys`` makes
+    the chain keyed (HMAC) with a checkpoint and backend anchors; without it records are plain SHA-256
+    (library use and tests only: a runtime always passes keys). ``sink`` gets a copy of every line;
+    ``clock`` gives the write time ``ts`` (the wall clock; tests pass another).
+    Thread- and process-safe; :meth:`close` (or ``with``) anchors the head and releases the descriptors.
     """
 
-    def __init__(self, path: Path, *, max_bytes: int | None = None, keep: int | None = None) -> None:
+    def __init__(self, path: Path, *, max_bytes: int | None = None, keep: int | None = None,
+                 keys: AuditKeys | None = None, sink: Sink | None = None, clock: Clock = utcnow) -> None:
         if max_bytes is not None and max_bytes < 1:
             raise UsageError(f"audit.max_bytes must be a positive number of bytes, got {max_bytes}")
         if keep is not None and keep < 1:
@@ -128,6 +113,11 @@ class AuditLog:
         self._fd_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file self._fd points to
         self._seen: tuple[int, int, int, int] | None = None  # _key() after our last write, for _head/_seq
         self._head, self._seq = GENESIS, 0
+        self.keys, self.sink, self.clock = keys, sink, clock
+        self._head_kid: str | None = None  # kid and log id of the head record (None: unkeyed or empty)
+        self._log_id: str | None = None
+        self._written: tuple[str, int, str] | None = None  # (log, seq, hash) of our last keyed append
+        self._anchored: tuple[str, int] | None = None  # (log, seq) last written to the backend
 
     # --- public API -------------------------------------------------------------------------------------
 
@@ -135,9 +125,10 @@ class AuditLog:
         """Write ``record`` as the next chained line, fsync it, and return its hash.
 
         Raises TypeError/ValueError for a record that is not JSON-able, contains a SecretValue or uses a
-        reserved key (``seq``, ``ts``, ``prev``, ``hash``); OperationFailed when the log is damaged.
+        reserved key (``seq``, ``ts``, ``prev``, ``hash``, ``kid``, ``log``); OperationFailed when the log is
+        damaged; a ProviderError when the audit key cannot be read (the step is then not reported done).
         """
-        if clash := _RESERVED.intersection(record):
+        if clash := RESERVED.intersection(record):
             raise ValueError(f"audit record keys {sorted(clash)} are reserved for the hash chain")
         with self._thread_lock:
             try:
@@ -154,13 +145,36 @@ class AuditLog:
                 ) from exc
 
     def __call__(self, event: Event) -> None:
-        """EventBus subscriber: record ``event`` with ``"type": "event"``."""
-        self.append({**event.to_dict(), "type": "event"})
+        """EventBus subscriber: the one writer of the log. Records ``event`` (see :func:`record_of`)."""
+        self.append(record_of(event))
+
+    def anchor(self) -> bool:
+        """Write the head of our last append to the backend anchor, if it moved since the last anchor.
+
+        One backend write (plus a read on a race); called at the end of a run (``close``) and of each daemon
+        pass. A failure is logged, never raised: the checkpoint still holds the head, and the next anchor
+        covers this one. Returns True when an anchor was written.
+        """
+        with self._thread_lock:
+            written, keys = self._written, self.keys
+            if keys is None or written is None or self._anchored == written[:2]:
+                return False
+        try:
+            keys.anchor(*written)
+        except RotatorError as exc:
+            log.warning("audit.anchor_failed", where=keys.where, error=redact_text(str(exc)))
+            return False
+        with self._thread_lock:
+            self._anchored = written[:2]
+        return True
 
     def close(self) -> None:
-        """Close the file descriptors; a later append reopens them."""
+        """Anchor the head (best effort) and close the file descriptors; a later append reopens them."""
+        self.anchor()
         with self._thread_lock:
             self._close_fds()
+        if self.sink is not None:
+            self.sink.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -186,7 +200,7 @@ class AuditLog:
         folder = self.path.parent
         if not folder.exists():
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = os.open(_lock_file(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock_fd = os.open(lock_file(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._pid = os.getpid()
 
     def _open_active(self) -> os.stat_result:
@@ -209,19 +223,40 @@ class AuditLog:
 
     def _read_head(self) -> None:
         """Find the chain head in the tail of the active file, or of the newest rotated file."""
-        for where in [self.path, *(p for _, p in reversed(_rotated(self.path)))]:
+        for where in [self.path, *(p for _, p in reversed(rotated_files(self.path)))]:
             if (line := _last_line(where)) is None:
                 continue
             try:
                 obj = json.loads(line)
                 self._head, self._seq = str(obj["hash"]), int(obj["seq"])
+                kid, log_id = obj.get("kid"), obj.get("log")
+                self._head_kid = kid if isinstance(kid, str) else None
+                self._log_id = log_id if isinstance(log_id, str) else None
                 return
             except (ValueError, KeyError, TypeError) as exc:
                 raise OperationFailed(
                     f"audit log {where}: the last line is not a valid audit record",
                     hint=f"run `rotator audit verify {where}` to find the damage",
                 ) from exc
-        self._head, self._seq = GENESIS, 0
+        self._head, self._seq, self._head_kid, self._log_id = GENESIS, 0, None, None
+
+    def _signing_key(self, keys: AuditKeys) -> tuple[str, bytes]:
+        """The key to sign the next record with: never older than the head's (another writer rotated it)."""
+        head_kid = self._head_kid
+        kid, key = keys.signing(create=head_kid is None)  # a new key only for a log that has none yet
+        if head_kid is None or head_kid == kid:
+            return kid, key
+        order = list(keys.known())
+        if head_kid in order and order.index(head_kid) < order.index(kid):
+            return kid, key  # we hold a newer key than the head's writer: the rotation starts here
+        keys.refresh()
+        kid, key = keys.signing(create=False)
+        if head_kid not in keys.known():
+            raise OperationFailed(
+                f"audit log {self.path}: its last record is signed with audit key '{head_kid}', "
+                f"which {keys.where} does not hold",
+                hint=f"run `rotator audit verify {self.path}`; the log may be forged or the key keyset replaced")
+        return kid, key
 
     def _append_locked(self, record: Mapping[str, Any]) -> str:
         st = self._open_active()
@@ -230,25 +265,36 @@ class AuditLog:
         body = {
             **record,
             "seq": self._seq + 1,
-            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "ts": self.clock().astimezone(UTC).isoformat(timespec="microseconds"),
             "prev": self._head,
         }
-        digest = _digest(body)
-        line = _encode({**body, "hash": digest}) + b"\n"
+        key: bytes | None = None
+        if self.keys is not None:
+            kid, key = self._signing_key(self.keys)
+            log_id = self._log_id or uuid.uuid4().hex[:16]
+            body.update(kid=kid, log=log_id)
+        hashed = digest(body, key)
+        line = encode({**body, "hash": hashed}) + b"\n"
         written = os.write(self._fd, line)
         if written != len(line):
             raise OperationFailed(f"audit log {self.path}: short write ({written} of {len(line)} bytes)")
         os.fsync(self._fd)
-        self._head, self._seq = digest, self._seq + 1
+        self._head, self._seq = hashed, self._seq + 1
+        if key is not None:
+            self._head_kid, self._log_id = kid, log_id
+            self._written = (log_id, self._seq, hashed)
+            write_checkpoint(self.path, Checkpoint(log_id, self._seq, hashed, kid), key)
         st = os.fstat(self._fd)
         self._seen = _key(st)
+        if self.sink is not None:
+            self.sink.send(line[:-1])
         if self.max_bytes is not None and st.st_size > self.max_bytes:
             self._rotate()
-        return digest
+        return hashed
 
     def _rotate(self) -> None:
         """Shift ``path.N`` to ``path.N+1`` (dropping those beyond ``keep``), ``path`` to ``path.1``."""
-        for n, old in _rotated(self.path):
+        for n, old in rotated_files(self.path):
             if self.keep is not None and n >= self.keep:
                 old.unlink()
             else:
@@ -266,132 +312,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-# --- reading and verifying ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyResult:
-    """Outcome of :func:`verify`: ``records`` that checked out, ``head`` = hash of the last good one.
-
-    ``file``/``line`` (1-based, within that file) name the first bad line. ``anchored`` is False when the
-    oldest surviving record continues a chain whose start retention deleted (its prev can't be checked).
-    """
-
-    ok: bool
-    records: int
-    head: str | None
-    error: str | None = None
-    file: Path | None = None
-    line: int | None = None
-    anchored: bool = True
-
-
-def _check_line(raw: bytes) -> tuple[dict[str, Any] | None, str]:
-    """Parse and self-check one line; return the record or ``None`` and why."""
-    try:
-        obj = json.loads(raw)
-        canonical = isinstance(obj, dict) and _encode(obj) == raw
-    except ValueError:  # also NaN/Infinity, which strict JSON does not have
-        return None, "not valid JSON"
-    if not canonical:
-        return None, "not a JSON object in canonical form (the line was edited)"
-    digest, prev, seq = obj.get("hash"), obj.get("prev"), obj.get("seq")
-    if not isinstance(digest, str) or not isinstance(prev, str) or type(seq) is not int:
-        return None, "missing or mistyped hash/prev/seq"
-    body = {k: v for k, v in obj.items() if k != "hash"}
-    if _digest(body) != digest:
-        return None, "content does not match its hash (the line was edited)"
-    return obj, ""
-
-
-@contextlib.contextmanager
-def _snapshot(path: Path) -> Iterator[list[tuple[Path, BinaryIO, int]]]:
-    """Open each file of the set with its size under a shared lock: a cut that later writes don't move."""
-    with contextlib.ExitStack() as stack:
-        lock_fd = -1
-        with contextlib.suppress(OSError):
-            lock_fd = os.open(_lock_file(path), os.O_RDONLY | os.O_CLOEXEC)
-        if lock_fd >= 0:
-            stack.callback(os.close, lock_fd)
-            fcntl.flock(lock_fd, fcntl.LOCK_SH)
-        files: list[tuple[Path, BinaryIO, int]] = []
-        for where in _chain_files(path):
-            try:
-                handle = stack.enter_context(where.open("rb"))
-            except FileNotFoundError:  # rotated away while we listed (only possible unlocked)
-                continue
-            files.append((where, handle, os.fstat(handle.fileno()).st_size))
-        if lock_fd >= 0:
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        yield files
-
-
-def verify(path: Path) -> VerifyResult:
-    """Check the hash chain across the rotated set (oldest ``path.N`` first, then ``path``).
-
-    Detects edited, deleted, inserted, reordered and truncated lines. A missing log is not ok: there is
-    nothing to vouch for.
-    """
-    path = Path(path)
-    try:
-        with _snapshot(path) as files:
-            return _verify_files(path, files)
-    except OSError as exc:
-        raise OperationFailed(f"cannot read the audit log {path}: {exc.strerror or exc}") from exc
-
-
-def _verify_files(path: Path, files: list[tuple[Path, BinaryIO, int]]) -> VerifyResult:
-    if not files:
-        return VerifyResult(False, 0, None, f"no audit log at {path}", path, None)
-    head: str | None = None
-    seq = count = 0
-    anchored = True
-
-    def bad(where: Path, lineno: int, why: str) -> VerifyResult:
-        return VerifyResult(False, count, head, f"{where}:{lineno}: {why}", where, lineno, anchored)
-
-    for where, handle, size in files:
-        lines = handle.read(size).split(b"\n")
-        for lineno, raw in enumerate(lines[:-1], start=1):
-            obj, why = _check_line(raw)
-            if obj is None:
-                return bad(where, lineno, why)
-            if head is None:  # the oldest surviving record
-                if obj["prev"] == GENESIS:
-                    if obj["seq"] != 1:
-                        return bad(where, lineno, f"the first record has seq {obj['seq']}, expected 1")
-                elif where == path:
-                    return bad(where, lineno, "the first record does not start the chain (lines deleted?)")
-                else:
-                    anchored = False  # older rotated files were deleted by retention
-            else:
-                if obj["prev"] != head:
-                    return bad(where, lineno, "prev does not match the previous record's hash "
-                               "(a record was deleted, inserted or reordered)")
-                if obj["seq"] != seq + 1:
-                    return bad(where, lineno, f"seq {obj['seq']} does not follow {seq}")
-            head, seq = obj["hash"], obj["seq"]
-            count += 1
-        if lines[-1]:
-            return bad(where, len(lines), "truncated last line (no newline)")
-    return VerifyResult(True, count, head, None, None, None, anchored)
-
-
-def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every record of the rotated set in order; a missing log is empty.
-
-    For reports and ``rotator history``: unparseable lines are skipped; integrity is :func:`verify`'s job.
-    """
-    with _snapshot(Path(path)) as files:
-        for _, handle, size in files:
-            left = size
-            for raw in handle:
-                left -= len(raw)
-                if left < 0 or not raw.endswith(b"\n"):
-                    break
-                try:
-                    obj = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict):
-                    yield obj
+def record_of(event: Event) -> dict[str, Any]:
+    """The audit record of a bus event: a notification result, a step, or a contract event."""
+    if is_notification(event):
+        details = dict(event.details)
+        record: dict[str, Any] = {"type": "notification", "notifier": details.get("notifier"),
+                                  "event": details.get("event"), "secret": event.secret,
+                                  "result": details.get("result"), "correlation_id": event.correlation_id}
+        if event.reason is not None:
+            record["error"] = event.reason
+        return record
+    if is_step(event):
+        record = {**event.details, "type": "step", "step": str(event.type), "secret": event.secret,
+                  "provider": event.provider, "actor": event.actor, "correlation_id": event.correlation_id}
+        if event.reason is not None:
+            record["reason"] = event.reason
+        return record
+    return {**event.to_dict(), "type": "event"}

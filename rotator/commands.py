@@ -10,24 +10,28 @@ from typing import Any
 
 import click
 
-from rotator._output import ago, emit_json, is_tty, print_table, when
+from rotator._output import SETTINGS, ago, emit, is_tty, print_table, stamp, when
 from rotator.acks import acknowledged, waiting_for
 from rotator.app import Runtime
 from rotator.engine import Outcome, exit_code_for
-from rotator.errors import ExitCode, RotatorError, UsageError
-from rotator.keyset import Keyset
+from rotator.errors import IllegalTransition, UsageError
+from rotator.keyset import Keyset, KeyVersion
+from rotator.keyset import rollback as rolled_back
 from rotator.manifest import SecretPolicy
 from rotator.plan import decide, last_rotation
 
-__all__ = ["history_rows", "plan_rows", "run_and_report", "send_test", "single", "status_rows", "verify_audit"]
+__all__ = ["history_rows", "plan_rows", "retire_one", "rollback_one", "run_and_report", "send_test", "single",
+           "status_rows"]
+
+Ask = Callable[[str], None]  # asks the operator; returns only if they agreed (or nobody can be asked)
 
 _MARK = {True: "ok", False: "FAILED"}
 
 
-def plan_rows(rt: Runtime, at: datetime, output: str) -> None:
-    """``rotator plan``: what a run at ``at`` would do for each secret."""
+def plan_rows(rt: Runtime, at: datetime, output: str, policies: Sequence[SecretPolicy] | None = None) -> None:
+    """``rotator plan``: what a run at ``at`` would do for each of ``policies`` (default: every secret)."""
     items: list[dict[str, Any]] = []
-    for policy in rt.manifest.secrets.values():
+    for policy in rt.manifest.secrets.values() if policies is None else policies:
         keyset = rt.engine.read(policy, values=False)
         decision = decide(policy, keyset, at)
         items.append({
@@ -37,19 +41,20 @@ def plan_rows(rt: Runtime, at: datetime, output: str) -> None:
             "next_action_at": decision.next_at, "schedule": policy.schedule.describe(),
             "frozen_until": frozen.until if (frozen := policy.schedule.frozen(at)) else None,
         })
-    if output == "json":
-        emit_json({"at": at, "secrets": items})
+    if output != "table":
+        emit({"at": at, "secrets": items}, output)
         return
     rows = [[i["secret"], i["provider"], i["state"], when(i["last_rotation"], at), when(i["next_due"], at),
              i["action"] + ("" if i["action"] == "none" else f": {i['detail']}")] for i in items]
-    print_table(f"plan at {at:%Y-%m-%d %H:%M:%S}Z", ["secret", "provider", "state", "last rotation",
-                                                      "next due", "action"], rows)
+    print_table(f"plan at {stamp(at)}", ["secret", "provider", "state", "last rotation", "next due", "action"],
+                rows, wrap={"last rotation", "next due"}, prose={"action"})
 
 
 def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> None:
     """``rotator status``: versions, states, ages and grace left."""
     now = rt.engine.clock()
     items: list[dict[str, Any]] = []
+    retire_modes: dict[str, str] = {}
     for policy in policies:
         keyset = rt.engine.read(policy, values=False)
         versions: list[dict[str, Any]] = []
@@ -70,35 +75,59 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
             "acknowledged": acknowledged(keyset) if keyset else {},
             "waiting_for": waiting_for(policy.spec.consumers, keyset) if keyset else list(policy.spec.consumers),
         })
-    if output == "json":
-        emit_json({"at": now, "secrets": items})
+        retire_modes[policy.name] = policy.retire
+    if output != "table":
+        emit({"at": now, "secrets": items}, output)
         return
     rows = []
     for item in items:
         if not item["versions"]:
             rows.append([item["secret"], "-", "(not created)", "-", "-", "-", "-"])
         for row in item["versions"]:
-            left = when(row["expires_at"], now) if row["state"] == "previous" else "-"
+            left = _left(row["expires_at"], now) if row["state"] == "previous" else "-"
             rows.append([item["secret"], row["id"][:8], row["state"], ago(row["created_at"], now), left,
-                         _moved(item) if row["state"] == "current" else "", row["reason"] or ""])
-    print_table("status", ["secret", "version", "state", "age", "grace until", "consumers moved", "note"], rows)
+                         _moved({**item, "retire": retire_modes[item["secret"]]}) if row["state"] == "current"
+                         else "", row["reason"] or ""])
+    print_table("status", ["secret", "version", "state", "age", "grace", "consumers moved", "note"], rows,
+                wrap={"consumers moved"}, prose={"note"})
+
+
+def _left(expires: datetime | None, now: datetime) -> str:
+    """``6d23h``: what is left of a grace period (the exact deadline is in ``-o json``)."""
+    if expires is None:
+        return "-"
+    return ago(now, expires) if expires > now else "ended"
 
 
 def _moved(item: dict[str, Any]) -> str:
-    """``1/2, waiting: billing-worker``: consumers that acknowledged the current version."""
+    """Consumers that acknowledged the current version: ``1/2; not yet: billing-worker``.
+
+    Only a previous value gives consumers something to move from; and only ``retire: when_acknowledged``
+    makes the retirement wait for them (otherwise the grace deadline decides).
+    """
     named, waiting = item["consumers"], item["waiting_for"]
     if not named:
         return "-"
     done = f"{len(named) - len(waiting)}/{len(named)}"
-    return f"{done}, waiting: {', '.join(waiting)}" if waiting else done
+    if not any(v["state"] == "previous" for v in item["versions"]):
+        return f"{done} (no previous value)" if len(waiting) < len(named) else "n/a (no previous value)"
+    if not waiting:
+        return done
+    label = "retirement waits for" if item.get("retire") == "when_acknowledged" else "not yet"
+    return f"{done}; {label}: {' '.join(waiting)}"
 
 
-def run_and_report(rt: Runtime, policies: Sequence[SecretPolicy], output: str, **options: Any) -> None:
-    """Reconcile ``policies`` and print one line each; exits with the contract code."""
+def run_and_report(rt: Runtime, policies: Sequence[SecretPolicy], output: str, *, progress: str = "",
+                   **options: Any) -> None:
+    """Reconcile ``policies`` and print one line each; exits with the contract code.
+
+    ``progress`` is the log format in use: a bar is drawn only on a terminal, for a table, with console
+    logs (the bar's console prints them above it). Sinks are delivered after every pass (rotator.sinks).
+    """
     from rotator.sinks.reconcile import deliver
 
     try:
-        outcomes = _with_progress(rt, policies, output, options)
+        outcomes = _with_progress(rt, policies, output, options, bar=progress == "console")
         if not options.get("dry_run"):
             outcomes += deliver(rt, policies)  # every pass: a sink that missed a change catches up
     finally:
@@ -107,32 +136,38 @@ def run_and_report(rt: Runtime, policies: Sequence[SecretPolicy], output: str, *
     sys.exit(int(exit_code_for(outcomes)))
 
 
-def _with_progress(rt: Runtime, policies: Sequence[SecretPolicy], output: str,
-                   options: dict[str, Any]) -> list[Outcome]:
-    if output != "json" and is_tty(sys.stderr) and len(policies) > 5:
+def _with_progress(rt: Runtime, policies: Sequence[SecretPolicy], output: str, options: dict[str, Any], *,
+                   bar: bool) -> list[Outcome]:
+    if bar and output == "table" and not SETTINGS.quiet and is_tty(sys.stderr) and len(policies) > 5:
         from rich.progress import Progress
 
-        with Progress(transient=True) as progress:
-            task = progress.add_task("rotating", total=len(policies))
-            return rt.engine.reconcile(policies, on_done=lambda _: progress.advance(task), **options)
+        from rotator._output import console
+
+        # on stderr, with stderr redirected through the bar's console: a log line prints above the bar
+        with Progress(console=console(stderr=True), transient=True, redirect_stdout=False) as shown:
+            task = shown.add_task("rotating", total=len(policies))
+            return rt.engine.reconcile(policies, on_done=lambda _: shown.advance(task), **options)
     return rt.engine.reconcile(policies, **options)
 
 
 def _report(outcomes: Sequence[Outcome], output: str, warnings: Sequence[str]) -> None:
-    if output == "json":
-        emit_json({"results": [o.to_dict() for o in outcomes], "warnings": list(warnings),
-                   "exit_code": int(exit_code_for(outcomes))})
+    if output != "table":
+        emit({"results": [o.to_dict() for o in outcomes], "warnings": list(warnings),
+              "exit_code": int(exit_code_for(outcomes))}, output)
         return
-    quiet = len(outcomes) > 20
+    terse = len(outcomes) > 20
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
-        if quiet and outcome.ok and outcome.action in ("none", "paused"):
-            continue
+        if outcome.ok and (SETTINGS.quiet or (terse and outcome.action in ("none", "paused"))):
+            continue  # -q: failures only; a big batch: only what changed (the summary counts the rest)
         line = f"{_MARK[outcome.ok]:6} {outcome.secret}: {outcome.action}"
-        click.echo(line + (f" - {outcome.message}" if outcome.message else ""))
+        message = outcome.message.removeprefix(f"{outcome.secret}: ")  # the line names the secret already
+        click.echo(line + (f" - {message}" if message else ""))
         if outcome.consumers:
             click.echo(f"       consumers that must switch to the new value now: {', '.join(outcome.consumers)}")
+    if SETTINGS.quiet:
+        return
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
@@ -140,7 +175,7 @@ def _report(outcomes: Sequence[Outcome], output: str, warnings: Sequence[str]) -
     click.echo(f"{secrets} secret{'s' if secrets != 1 else ''}: {summary}")
 
 
-def single(rt: Runtime, operation: Callable[[], Outcome]) -> None:
+def single(rt: Runtime, operation: Callable[[], Outcome], output: str = "table") -> None:
     """Run one engine operation (rollback, retire), deliver the result to the secret's sinks, print it."""
     from rotator.sinks.reconcile import deliver
 
@@ -149,47 +184,85 @@ def single(rt: Runtime, operation: Callable[[], Outcome]) -> None:
         outcomes = [outcome, *deliver(rt, [rt.manifest.secret(outcome.secret)])]
     finally:
         rt.close()
-    _report(outcomes, "table", rt.warnings)
+    _report(outcomes, output, rt.warnings)
     if code := exit_code_for(outcomes):
         sys.exit(int(code))
 
 
-def history_rows(audit_path: Path, name: str, output: str) -> None:
-    """``rotator history NAME`` from the audit log."""
+def rollback_one(rt: Runtime, name: str, reason: str, output: str, ask: Ask) -> None:
+    """``rotator rollback``: a no-op (exit 0) when the current value already is the result of a rollback.
+
+    A second ``rollback`` would otherwise flip back to the value the first one rolled away from.
+    """
+    def operation() -> Outcome:
+        policy = rt.manifest.secret(name)
+        keyset = rt.engine.read(policy) if policy.spec.kind != "manual" else None  # manual: the engine refuses
+        if keyset is not None and keyset.current is not None:
+            target = _rollback_target(keyset, policy, rt.engine.clock())
+            done = _undone_by(keyset.current, target)
+            if done:
+                return Outcome(name, "none", True, done, keyset.current.id)
+            if target is not None:
+                ask(f"Roll back {name}: make {target.id[:8]} current again and retire {keyset.current.id[:8]}?")
+        return rt.engine.rollback(policy, reason)
+
+    single(rt, operation, output)
+
+
+def _rollback_target(keyset: Keyset, policy: SecretPolicy, now: datetime) -> KeyVersion | None:
+    """The version (as stored now) that a rollback would make current; computed on a copy, nothing written."""
+    try:
+        restored = rolled_back(keyset, now, "check", policy.rollback_window).current
+    except IllegalTransition:
+        return None  # the engine call says why, with the contract's exit code
+    return keyset.get(restored.id) if restored is not None else None
+
+
+def _undone_by(current: KeyVersion, target: KeyVersion | None) -> str:
+    """Why rolling back again is nothing to do: ``current`` replaced ``target`` in a rollback already."""
+    if target is None or not (target.reason or "").startswith("rolled back:"):
+        return ""
+    if target.retired_at is None or current.promoted_at != target.retired_at:
+        return ""
+    return (f"already rolled back: {current.id[:8]} is current since {stamp(current.promoted_at)} "
+            f"(rolled back from {target.id[:8]}); nothing to do")
+
+
+def retire_one(rt: Runtime, name: str, reason: str, output: str, ask: Ask) -> None:
+    """``rotator retire``: asks first on a terminal; with nothing in grace the engine makes it a no-op (exit 0)."""
+    def operation() -> Outcome:
+        policy = rt.manifest.secret(name)
+        keyset = rt.engine.read(policy, values=False)
+        olds = keyset.previous_versions if keyset is not None else ()
+        if olds:
+            which = ", ".join(v.id[:8] for v in olds)
+            ask(f"Retire {which}, the previous value{'s' if len(olds) > 1 else ''} of {name}, now? "
+                "Consumers still using it break")
+        return rt.engine.retire_now(policy, reason)
+
+    single(rt, operation, output)
+
+
+def history_rows(audit_path: Path, names: Sequence[str], output: str, *, single: bool = False) -> None:
+    """``rotator history [NAME...]`` from the audit log; times in UTC with a ``Z``.
+
+    ``single`` (exactly one name asked for) keeps the original JSON shape ``{"secret", "records"}``;
+    otherwise it is ``{"secrets": [...], "records": [...]}`` and the table gets a secret column.
+    """
     from rotator.audit import iter_records
 
-    records = [r for r in iter_records(audit_path) if r.get("secret") == name and r.get("type") != "notification"]
-    if output == "json":
-        emit_json({"secret": name, "records": records})
+    wanted = set(names)
+    records = [r for r in iter_records(audit_path) if r.get("secret") in wanted and r.get("type") != "notification"]
+    if output != "table":
+        emit({"secret": names[0], "records": records} if single else {"secrets": list(names), "records": records},
+             output)
         return
-    rows = [[str(r.get("at") or r.get("ts", ""))[:19], str(r.get("event") or r.get("step", "")),
-             str(r.get("actor", "")), str(r.get("new_version", ""))[:8], str(r.get("old_version", ""))[:8],
-             str(r.get("reason", "") or "")] for r in records]
-    print_table(f"history of {name}", ["time", "event", "actor", "new", "old", "reason"], rows)
-
-
-def verify_audit(state: Any, path: str | None) -> int:
-    """``rotator audit verify``: 0 if the chain holds, 1 naming the first broken line."""
-    import os
-
-    from rotator.audit import verify
-
-    if path is None:
-        try:
-            target = state.manifest().audit_path
-        except RotatorError:
-            target = Path(os.environ.get("ROTATOR_AUDIT_LOG") or ".rotator/audit.jsonl")
-    else:
-        target = Path(path)
-    if not target.exists():
-        raise UsageError(f"{target}: no audit log here")
-    result = verify(target)
-    if result.ok:
-        click.echo(f"{target}: OK: {result.records} records, head {result.head}")
-        return int(ExitCode.OK)
-    where = f"{result.file or target}:{result.line}" if result.line else str(result.file or target)
-    click.echo(f"{where}: audit chain broken: {result.error}", err=True)
-    return int(ExitCode.FAILED)
+    rows = [[stamp(r.get("at") or r.get("ts")), *([] if single else [str(r.get("secret", ""))]),
+             str(r.get("event") or r.get("step", "")), str(r.get("actor", "")), str(r.get("new_version", ""))[:8],
+             str(r.get("old_version", ""))[:8], str(r.get("reason", "") or "")] for r in records]
+    columns = ["time", *([] if single else ["secret"]), "event", "actor", "new", "old", "reason"]
+    print_table(f"history of {names[0]}" if single else "history", columns, rows, wrap={"time"},
+                prose={"reason"})
 
 
 def send_test(rt: Runtime, notifier: str) -> None:

@@ -66,8 +66,10 @@ class Daemon:
         METRICS.up.set(1)
         first = self.reconcile()
         self._print_plan()
+        from rotator.schedule import format_duration
+
         log.info("daemon.started", secrets=len(self.runtime.manifest.secrets), listen=f"{self.listen}:{self.port}",
-                 reconcile_every=str(self.every), first_pass_ok=first)
+                 reconcile_every=format_duration(self.every), first_pass_ok=first)
         self._scheduler.add_job(self.reconcile, "interval", seconds=self.every.total_seconds(), id="reconcile")
         if not self.stopping.is_set():
             self._scheduler.start()
@@ -135,6 +137,7 @@ class Daemon:
         problems = self._check_providers(runtime)
         policies = list(runtime.manifest.secrets.values())
         outcomes = runtime.engine.reconcile(policies, concurrency=4)
+        runtime.audit.anchor()  # the pass's audit head to the backend: one write, only if the log grew
         for policy, outcome in zip(policies, outcomes, strict=True):
             self._schedule_next(runtime, policy, outcome)
         outcomes += _deliver(runtime, policies)
@@ -151,6 +154,7 @@ class Daemon:
             return
         policy = runtime.manifest.secrets[name]
         outcome = runtime.engine.reconcile_one(policy)
+        runtime.audit.anchor()
         if not outcome.ok:
             log.warning("secret.job_failed", secret=name, error=outcome.message)
         self._schedule_next(runtime, policy, outcome)

@@ -67,9 +67,8 @@ class Engine:
 
     def __init__(self, manifest: Manifest, providers: ProviderSet, bus: EventBus, *, actor: str,
                  clock: Clock = utcnow, stop_requested: Callable[[], bool] = lambda: False,
-                 audit: Callable[[dict[str, Any]], Any] | None = None, targets: TargetSet | None = None) -> None:
+                 targets: TargetSet | None = None) -> None:
         self.manifest = manifest
-        self.audit = audit
         self.providers = providers
         self.targets = targets if targets is not None else TargetSet({}, manifest.base_dir, lambda _: ())
         self.bus = bus
@@ -152,8 +151,8 @@ class Engine:
                 if force and not overrode and (frozen := policy.schedule.frozen(now)) is not None:
                     overrode = f"; {frozen}: overridden by --now"
                     if not dry_run:
-                        self._audit("freeze.overridden", policy, cid, until=frozen.until.isoformat(),
-                                    why=frozen.why, reason=reason)
+                        self._emit(EventType.FREEZE_OVERRIDDEN, policy, cid, reason=reason,
+                                   details={"until": frozen.until.isoformat(), "why": frozen.why})
                 if decision.action in _SETTLED:
                     settled = decision.next_at
                     if keyset is not None:
@@ -248,7 +247,7 @@ class Engine:
         if action is Action.ADOPT:
             adopted = provider.apply(policy.ref, keyset, Adopt())
             current = adopted.current
-            self._audit("secret.adopted", policy, cid, version=current.id if current else None)
+            self._emit(EventType.ADOPTED, policy, cid, details={"version": current.id if current else None})
             return Outcome(policy.name, "adopted", True, "existing value adopted as current")
         if action is Action.RESUME:  # an incident revoke that finds a pending attempt finishes it as a revoke
             pending = keyset.pending
@@ -260,7 +259,7 @@ class Engine:
             pending = keyset.pending
             assert pending is not None
             self._discard(policy, keyset, pending)
-            self._audit("pending.discarded", policy, cid, version=pending.id, reason="stale")
+            self._emit(EventType.DISCARDED, policy, cid, reason="stale", details={"version": pending.id})
             return Outcome(policy.name, "discarded", True, f"stale pending {pending.id[:8]} discarded")
         if action is Action.RETIRE:
             previous = keyset.get(decision.versions[0])
@@ -569,13 +568,6 @@ class Engine:
                       actor=self.actor, correlation_id=cid, reason=reason, new_version=new, old_version=old,
                       details=details or {})
         self.bus.emit(event)
-
-    def _audit(self, kind: str, policy: SecretPolicy, cid: str, **fields: Any) -> None:
-        """A step worth keeping that is not a contract event (adoption, discarded attempt)."""
-        log.info(kind, secret=policy.name, correlation_id=cid, **fields)
-        if self.audit is not None:
-            self.audit({"type": "step", "step": kind, "secret": policy.name, "provider": policy.provider,
-                        "actor": self.actor, "correlation_id": cid, **fields})
 
     def _observe(self, policy: SecretPolicy, keyset: Keyset) -> None:
         now = self.clock()

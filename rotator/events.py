@@ -1,8 +1,10 @@
 """Events the engine emits (DESIGN.md section 5) and the bus that fans them out.
 
 Subscribers are the audit log (first: an event is reported only after its audit record is fsync'd), logs,
-metrics and notifiers. An event never carries a secret value: only names, version ids, times, the actor,
-a reason and a correlation id.
+metrics and notifiers. The bus is the only way into the audit log: besides the contract events it carries
+steps worth keeping (adoption, a discarded attempt, an audit key rotation) and notification results, which
+are audited and logged but never notified (:data:`NOTIFIABLE`). An event never carries a secret value: only
+names, version ids, times, the actor, a reason and a correlation id.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Event", "EventBus", "EventType", "Subscriber", "new_correlation_id"]
+__all__ = ["NOTIFIABLE", "STEPS", "Event", "EventBus", "EventType", "Subscriber", "is_notification", "is_step",
+           "new_correlation_id"]
 
 
 class EventType(StrEnum):
-    """The event names of the contract; notifier filters and the audit log use these strings."""
+    """Event names: the contract's six (notifier filters use them), then audit-only steps and results."""
 
     UPCOMING = "rotation.upcoming"
     OVERDUE = "rotation.overdue"  # a reminder-only (kind: manual) secret was not rotated by hand in time
@@ -29,6 +32,29 @@ class EventType(StrEnum):
     RETIRED = "key.retired"
     REVOKED = "key.revoked"
     SINK_FAILED = "sink.failed"  # a delivery target (rotator.sinks) could not be brought up to date
+    # audited (``"type": "step"``) and logged, never notified
+    ADOPTED = "secret.adopted"
+    DISCARDED = "pending.discarded"
+    AUDIT_KEY_ROTATED = "audit.key_rotated"
+    FREEZE_OVERRIDDEN = "freeze.overridden"
+    DELIVERED = "sink.delivered"  # a sink (rotator.sinks) was brought up to date
+    # the result of one notification delivery (``"type": "notification"`` in the audit log)
+    NOTIFIED = "notification.result"
+
+
+STEPS = frozenset({EventType.ADOPTED, EventType.DISCARDED, EventType.AUDIT_KEY_ROTATED, EventType.FREEZE_OVERRIDDEN,
+                   EventType.DELIVERED})
+NOTIFIABLE = frozenset(EventType) - STEPS - {EventType.NOTIFIED}
+
+
+def is_step(event: Event) -> bool:
+    """A step worth keeping that is not a contract event (audited as ``"type": "step"``)."""
+    return event.type in STEPS
+
+
+def is_notification(event: Event) -> bool:
+    """The result of a notification delivery (``details``: notifier, event, result)."""
+    return event.type is EventType.NOTIFIED
 
 
 def new_correlation_id() -> str:

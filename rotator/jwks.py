@@ -76,7 +76,7 @@ def jwks_max_age(grace: timedelta) -> int:
 
 
 def _not_signing(name: str, kind: str) -> UsageError:
-    return UsageError(f"{name} is a {kind} secret; a JWKS exists only for {' and '.join(SIGNING_KINDS)} keys")
+    return UsageError(f"{name} is of kind {kind}; a JWKS exists only for {' and '.join(SIGNING_KINDS)} keys")
 
 
 def print_jwks(rt: Runtime, name: str) -> None:

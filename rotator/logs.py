@@ -10,24 +10,28 @@ Every log line, ours or botocore's, passes :func:`redact_processor` right before
 (c) secret-shaped text: PEM private key blocks, ``Bearer``/``Basic`` credentials, the userinfo of URLs,
     Slack incoming-webhook URLs and secret-named query parameters; and :class:`SecretValue` objects.
 
-Logs go to stderr (stdout carries command output): JSON lines in production, the console renderer on a TTY.
+Logs go to stderr (stdout carries command output): JSON lines in production, the console renderer on a TTY
+(colored unless ``NO_COLOR`` is set). The default stream is looked up at each write, so a rich progress bar
+that redirects ``sys.stderr`` gets the lines above it instead of under them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sys
 import threading
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from rotator.keyset import SecretValue
+from rotator.schedule import format_duration
 
 __all__ = [
     "MIN_SECRET_LENGTH",
@@ -192,6 +196,8 @@ def redact(value: Any, _depth: int = 0) -> Any:
         return [redact(item, _depth + 1) for item in value]
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, timedelta):  # "5m", the form durations take in the manifest and on the command line
+        return format_duration(value)
     if isinstance(value, BaseException):
         return redact_text(f"{type(value).__name__}: {value}")
     return redact_text(str(value))
@@ -212,6 +218,23 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of each write.
+
+    A rich progress bar swaps ``sys.stderr`` for a proxy that prints above the bar; writing through this
+    object (instead of keeping the original stream) is what stops log lines from overwriting the bar.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return _isatty(sys.stderr)
+
+
 class _RedactingHandler(logging.StreamHandler[TextIO]):
     """Marks the root handler we install, so reconfiguring replaces it instead of stacking another."""
 
@@ -230,33 +253,51 @@ def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventD
     return event_dict
 
 
+_CONSOLE_NOISE = ("correlation_id", "at", "actor", "details", "logger", "new_version", "old_version")
+
+
+def _drop_console_noise(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    for key in _CONSOLE_NOISE:
+        event_dict.pop(key, None)
+    return event_dict
+
+
 def configure_logging(
     fmt: Literal["json", "console"] | None = None, verbosity: int = 0, stream: TextIO | None = None,
-    *, cache: bool = False,
-) -> None:
+    *, cache: bool = False, level: int | None = None, colors: bool | None = None, compact: bool = False,
+) -> Literal["json", "console"]:
     """Set up structlog and stdlib logging to write redacted lines to ``stream`` (default: stderr).
 
-    ``fmt`` None means console on a TTY and JSON otherwise; verbosity >= 1 logs DEBUG. Third-party loggers
-    (stdlib ``logging``) pass the same redaction and are limited to WARNING. ``cache=True`` (the CLI, which
-    configures once per process) lets each logger build its processor chain once instead of per call.
+    ``fmt`` None means console on a TTY and JSON otherwise; the format chosen is returned. ``level``
+    defaults to DEBUG with verbosity >= 1, else INFO (the CLI passes WARNING for a console). ``colors``
+    None colors a TTY unless ``NO_COLOR`` is set. ``compact`` (the CLI on a console without ``-v``) prints
+    ``HH:MM:SSZ`` and leaves out the fields a person reading a terminal does not need (correlation id,
+    event time, actor, details) so a warning fits a line or two. Third-party loggers (stdlib ``logging``) pass the same
+    redaction and are limited to WARNING. ``cache=True`` (the CLI, which configures once per process)
+    lets each logger build its processor chain once instead of per call.
     """
-    out = stream if stream is not None else sys.stderr
+    out: TextIO = stream if stream is not None else cast(TextIO, _Stderr())
     tty = _isatty(out)
+    chosen: Literal["json", "console"] = fmt or ("console" if tty else "json")
     renderer: Processor
-    if (fmt or ("console" if tty else "json")) == "json":
+    if chosen == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(
-            colors=tty, exception_formatter=structlog.dev.plain_traceback
+            colors=colors if colors is not None else tty and not os.environ.get("NO_COLOR"),
+            exception_formatter=structlog.dev.plain_traceback,
         )
-    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    compact = compact and chosen == "console"
+    timestamper = structlog.processors.TimeStamper(fmt="%H:%M:%SZ" if compact else "iso", utc=True)
     tail: list[Processor] = [
+        *([_drop_console_noise] if compact else []),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,  # exception text becomes a field, so it is redacted too
         redact_processor,
         renderer,
     ]
-    level = logging.DEBUG if verbosity >= 1 else logging.INFO
+    if level is None:
+        level = logging.DEBUG if verbosity >= 1 else logging.INFO
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
                     _add_logger_name, timestamper, *tail],
@@ -277,9 +318,10 @@ def configure_logging(
     for old in [h for h in root.handlers if isinstance(h, _RedactingHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    root.setLevel(max(logging.WARNING, level))
     for name in _NOISY:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(max(logging.WARNING, level))
+    return chosen
 
 
 def get_logger(name: str | None = None) -> FilteringBoundLogger:

@@ -123,8 +123,8 @@ class SecretSpec(_Policy):
     post_check: PostCheckSpec | None = None
     auto_rollback: bool = False
     adopt: bool = False
-    sinks: list[SinkSpec] = []  # where the value is delivered after every change (rotator.sinks)
     target: SecretTarget | None = None  # change the credential where it is checked (rotator.targeting)
+    sinks: list[SinkSpec] = []  # where the value is delivered after every change (rotator.sinks)
 
     def generator_params(self) -> GeneratorParams:
         extra: dict[str, Any] = {}
@@ -144,6 +144,9 @@ class AuditConfig(_Strict):
     path: str = ".rotator/audit.jsonl"
     max_bytes: int | None = Field(default=None, ge=4096)
     keep: int | None = Field(default=None, ge=1)
+    key_provider: str | None = None  # where the audit HMAC keys live (rotator.audit_key); default: defaults.provider
+    key_path: str = Field(default="_rotator/audit-key", min_length=1)
+    sink: str | None = None  # udp://, tcp:// (syslog) or file:// copy of every record; ROTATOR_AUDIT_SINK wins
 
 
 class ManifestModel(_Strict):
@@ -231,7 +234,8 @@ def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"{file}: manifest not found", hint="pass -f PATH or set ROTATOR_MANIFEST") from None
+        raise ManifestError(f"{file}: manifest not found (looked for {file.resolve()})",
+                            hint="pass -f PATH or set ROTATOR_MANIFEST") from None
     except UnicodeDecodeError as exc:
         before = exc.object[: exc.start].decode("utf-8", "replace")
         line, column = before.count("\n") + 1, len(before) - before.rfind("\n")

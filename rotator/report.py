@@ -32,6 +32,7 @@ from rotator.schedule import format_duration, parse_duration
 
 if TYPE_CHECKING:
     from rotator.app import Runtime
+    from rotator.audit_key import AuditKeys
 
 __all__ = ["COUNTS", "FORMATS", "STATUSES", "Activity", "AuditCheck", "Report", "SecretReport", "assess",
            "build_report", "parse_since", "render", "run_report"]
@@ -249,7 +250,7 @@ def build_report(rt: Runtime, since: datetime, now: datetime) -> Report:
         at = _when(record)
         if target is not None and at is not None and since <= at <= now:
             _add_record(target, record, at)
-    return Report(now, since, rt.manifest.path, secrets, _check_audit(audit_path))
+    return Report(now, since, rt.manifest.path, secrets, _check_audit(audit_path, rt.audit.keys))
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -261,11 +262,16 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         return []  # the audit check below reports the unreadable log
 
 
-def _check_audit(path: Path) -> AuditCheck:
+def _check_audit(path: Path, keys: AuditKeys | None) -> AuditCheck:
     from rotator.audit import verify
 
     try:
-        result = verify(path)
+        anchors = keys.anchors() if keys is not None else {}
+        known = keys.known() if keys is not None else {}
+        result = verify(path, known or None, anchors=anchors, require_keyed=bool(known),
+                        superseded=keys.superseded() if keys is not None else None)
+    except ProviderError as exc:
+        return AuditCheck(path, False, 0, None, _text(f"the audit key cannot be read: {exc.message}"))
     except OperationFailed as exc:
         return AuditCheck(path, False, 0, None, _text(exc.message))
     return AuditCheck(path, result.ok, result.records, result.head, _text(result.error), result.anchored)

@@ -223,6 +223,7 @@ def test_status_shows_who_moved(workspace: Workspace) -> None:
           - {name: api/hmac, kind: hmac, retire: when_acknowledged, consumers: [gateway, billing]}
     """)
     assert workspace.cli("run").code == 0
+    assert workspace.cli("rotate", "--now", "api/hmac").code == 0  # a previous value to move from
     with Keyring.from_manifest(workspace.manifest, "api/hmac") as ring:
         version = ring.acknowledge("gateway")
     item = workspace.cli("status", "-o", "json").json()["secrets"][0]
@@ -230,5 +231,5 @@ def test_status_shows_who_moved(workspace: Workspace) -> None:
     assert item["waiting_for"] == ["billing"]
     table = workspace.cli("status").out
     assert "CONSUMERS MOVED" in table
-    assert "1/2, waiting: billing" in table
+    assert "1/2; retirement waits for: billing" in table
     assert version[:8] in table

@@ -383,3 +383,64 @@ def test_unwritable_location_is_operation_failed(tmp_path: Path) -> None:
     with pytest.raises(OperationFailed, match="cannot write the audit log") as info:
         AuditLog(blocker / "audit.jsonl").append({"type": "test"})
     assert info.value.hint is not None
+
+
+# --- one writer: the bus subscriber -----------------------------------------------------------------------
+
+
+def _event(kind: EventType, **extra: Any) -> Event:
+    return Event(type=kind, secret="api", provider="local", at=datetime(2026, 1, 1, tzinfo=UTC), actor="test",
+                 correlation_id="c1", **extra)
+
+
+def test_record_of_keeps_the_record_shapes() -> None:
+    """Contract events, steps and notification results become the records history and report read."""
+    from rotator.audit import record_of
+
+    assert record_of(_event(EventType.SUCCEEDED, new_version="v2"))["type"] == "event"
+    step = record_of(_event(EventType.DISCARDED, reason="stale", details={"version": "v3"}))
+    assert step == {"type": "step", "step": "pending.discarded", "secret": "api", "provider": "local",
+                    "actor": "test", "correlation_id": "c1", "version": "v3", "reason": "stale"}
+    note = record_of(_event(EventType.NOTIFIED, reason="refused",
+                            details={"notifier": "ops", "event": "rotation.succeeded", "result": "failed"}))
+    assert note == {"type": "notification", "notifier": "ops", "event": "rotation.succeeded", "secret": "api",
+                    "result": "failed", "correlation_id": "c1", "error": "refused"}
+
+
+def test_notification_results_reach_the_log_through_the_bus(log_path: Path) -> None:
+    """The dispatcher puts each delivery result on the bus; the audit subscriber writes it; results and steps
+    are never delivered to notifiers themselves."""
+    import socket
+
+    from rotator.events import EventBus
+    from rotator.notify.config import WebhookConfig
+    from rotator.notify.dispatch import Dispatcher
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = WebhookConfig.model_validate({"type": "webhook", "url": f"http://127.0.0.1:{port}/h",
+                                           "signing_secret": "not-a-real-secret-1", "retry": {"attempts": 1}})
+    bus = EventBus()
+    log = AuditLog(log_path)
+    bus.subscribe(log, critical=True)
+    with Dispatcher({"hook": config}, lambda _: ["hook"], bus=bus) as dispatcher:
+        bus.subscribe(dispatcher)
+        bus.emit(_event(EventType.SUCCEEDED))
+        bus.emit(_event(EventType.ADOPTED, details={"version": "v1"}))
+        assert dispatcher.flush(30)
+    log.close()
+    kinds = [(r["type"], r.get("event") or r.get("step")) for r in iter_records(log_path)]
+    assert kinds == [("event", "rotation.succeeded"), ("step", "secret.adopted"),
+                     ("notification", "rotation.succeeded")]
+    assert verify(log_path).ok
+
+
+def test_only_the_audit_module_appends() -> None:
+    """No module but rotator/audit.py calls AuditLog.append: the bus subscriber is the log's one writer."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent / "rotator"
+    writers = [str(p.relative_to(root)) for p in root.rglob("*.py")
+               if re.search(r"audit\w*\.append\(|\.audit\(", p.read_text()) and p.name != "audit.py"]
+    assert writers == []

@@ -124,14 +124,17 @@ def test_rotate_now_through_aws(aws_ws: tuple[Workspace, Aws]) -> None:
 
 
 def test_rotate_now_in_a_new_process_is_five_aws_calls(aws_ws: tuple[Workspace, Aws], moto: GatedMotoServer) -> None:
-    """The CLI's rotation costs what the layout promises: describe, put, read-back, tag, label move."""
+    """The CLI's rotation costs what the layout promises: describe, put, read-back, tag, label move; the audit
+    log adds its key read (describe + get, once per process) and the head anchor (describe + tag, once per run)."""
     ws, aws = aws_ws
     assert ws.cli("run").code == 0
     moto.reset_counts()
     result = ws.cli("rotate", "--now", "api")
     assert result.code == 0, result.err
-    assert dict(moto.calls) == {"DescribeSecret": 1, "PutSecretValue": 1, "GetSecretValue": 1, "TagResource": 1,
-                                "UpdateSecretVersionStage": 1}
+    rotation = {"DescribeSecret": 1, "PutSecretValue": 1, "GetSecretValue": 1, "TagResource": 1,
+                "UpdateSecretVersionStage": 1}
+    audit = {"DescribeSecret": 2, "GetSecretValue": 1, "TagResource": 1}
+    assert dict(moto.calls) == {k: rotation.get(k, 0) + audit.get(k, 0) for k in rotation | audit}
     assert consistent(aws) == []
 
 

@@ -93,7 +93,8 @@ def test_grace_then_retire_then_rollback_window(workspace: Workspace) -> None:
 
 
 def test_rollback_and_retire_commands(workspace: Workspace) -> None:
-    """`rollback` restores the previous value; `retire` with nothing in grace is a no-op with exit 0."""
+    """`rollback` restores the previous value and is a no-op when repeated; `retire` with nothing in grace is
+    a no-op with exit 0, so scripts may run either twice."""
     workspace.write_manifest(MANIFEST)
     workspace.cli("run")
     before = next(v["id"] for v in _versions(workspace, "jwt") if v["state"] == "current")
@@ -101,9 +102,13 @@ def test_rollback_and_retire_commands(workspace: Workspace) -> None:
     assert workspace.cli("rollback", "jwt").code == 0
     after = next(v["id"] for v in _versions(workspace, "jwt") if v["state"] == "current")
     assert after == before
+    again = workspace.cli("rollback", "jwt")
+    assert again.code == 0, again.err
+    assert f"jwt: none - already rolled back: {before[:8]} is current" in again.out
+    assert next(v["id"] for v in _versions(workspace, "jwt") if v["state"] == "current") == before
     result = workspace.cli("retire", "jwt")
     assert result.code == 0, result.err
-    assert "nothing in grace to retire" in result.out
+    assert "jwt: none - nothing in grace to retire" in result.out
     workspace.cli("rotate", "--now", "jwt")
     assert workspace.cli("retire", "jwt").code == 0
     assert "previous" not in [v["state"] for v in _versions(workspace, "jwt")]
@@ -165,7 +170,7 @@ def test_audit_verify_detects_tampering(workspace: Workspace) -> None:
 @pytest.mark.parametrize(("args", "code", "needle"), [
     (("rotate", "--now", "nope"), 2, "unknown secret 'nope'"),
     (("rotate",), 2, "name at least one secret"),
-    (("status", "-o", "yaml"), 2, "Invalid value"),
+    (("status", "-o", "xml"), 2, "status: -o/--output: 'xml' is not one of table, json, yaml"),
     (("rollback", "partner-api-key"), 1, "nothing stored"),
 ])
 def test_bad_input_gives_one_line_and_exit_code(workspace: Workspace, args: tuple[str, ...], code: int,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -279,3 +281,71 @@ def test_redaction_is_fast_with_many_values(capture: Lines) -> None:
     assert len(lines) == 10_000
     assert lines[-1]["message"] == f"rotated with {REDACTED}"
     assert elapsed < 2.0, f"10,000 redacted log lines took {elapsed:.2f}s"
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_no_color_disables_console_colors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the console renderer colours, unless NO_COLOR is set (no-color.org) or colors=False."""
+    for env, colors, expect in ((None, None, True), ("1", None, False), (None, False, False), ("1", True, True)):
+        if env is None:
+            monkeypatch.delenv("NO_COLOR", raising=False)
+        else:
+            monkeypatch.setenv("NO_COLOR", env)
+        buf = _Terminal()
+        configure_logging("console", stream=buf, colors=colors)
+        get_logger().warning("colored?", secret="s")
+        assert ("\x1b[" in buf.getvalue()) is expect, (env, colors)
+
+
+def test_level_and_return_value() -> None:
+    """An explicit level filters below it; the chosen format is returned (json off a TTY by default)."""
+    buf = io.StringIO()
+    assert configure_logging(stream=buf, level=logging.WARNING) == "json"
+    get_logger().info("hidden")
+    get_logger().warning("shown")
+    logging.getLogger("botocore").warning("third party shown")
+    assert [json.loads(line)["event"] for line in buf.getvalue().splitlines()] == ["shown", "third party shown"]
+    assert configure_logging("console", stream=buf) == "console"
+
+
+def test_compact_console_drops_machine_fields() -> None:
+    """Compact console lines keep the event, secret and error but not ids and event times."""
+    buf = io.StringIO()
+    configure_logging("console", stream=buf, compact=True)
+    get_logger("rotator").warning("rotation.failed", secret="s1", correlation_id="c0ffee", at="2026-01-01",
+                                  error="verify failed")
+    line = buf.getvalue()
+    assert "rotation.failed" in line
+    assert "secret=s1" in line
+    assert "error='verify failed'" in line
+    assert "c0ffee" not in line
+    assert "2026-01-01" not in line
+    assert re.match(r"\d\d:\d\d:\d\dZ ", line)
+
+
+def test_default_stream_follows_sys_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a stream, each line goes to whatever sys.stderr is at that moment: a progress bar that
+    swaps sys.stderr for its own console gets the lines (and prints them above the bar)."""
+    configure_logging("json", cache=True)
+    log = get_logger("rotator")
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    log.info("while the bar shows")
+    logging.getLogger("urllib3").warning("third party too")
+    assert "while the bar shows" in swapped.getvalue()
+    assert "third party too" in swapped.getvalue()
+
+
+def test_durations_logged_like_the_manifest_writes_them(capture: Lines) -> None:
+    """A timedelta field is logged as ``5m`` / ``7d``, not Python's ``0:05:00``."""
+    from datetime import timedelta
+
+    get_logger().info("scheduled", every=timedelta(minutes=5), grace=timedelta(days=7))
+    (line,) = capture()
+    assert (line["every"], line["grace"]) == ("5m", "7d")

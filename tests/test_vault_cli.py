@@ -57,7 +57,11 @@ class Emulator:
             keys = kv.list_secrets("cli")["data"]["keys"]
         except hvac.exceptions.InvalidPath:  # nothing was ever written
             return []
-        for key in keys:
+        while keys:
+            key = keys.pop()
+            if key.endswith("/"):  # a folder, e.g. _rotator/ holding the audit key
+                keys += [key + sub for sub in kv.list_secrets(f"cli/{key}")["data"]["keys"]]
+                continue
             versions = kv.read_secret_metadata(f"cli/{key}")["data"]["versions"]
             for number in versions:
                 doc = kv.read_secret_version(f"cli/{key}", version=int(number),

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from rotator.events import EventType
+from rotator.events import NOTIFIABLE, EventType
 from rotator.schedule import parse_duration
 
 __all__ = [
@@ -48,7 +48,7 @@ Seconds = Annotated[
                               {"type": "string", "pattern": r"^(\d+(\.\d+)?[wdhms])+$"}],
                     "description": "seconds, or a duration like 10s or 2m"}),
 ]
-EVENT_NAMES = tuple(str(e) for e in EventType)
+EVENT_NAMES = tuple(str(e) for e in EventType if e in NOTIFIABLE)  # steps and results are never notified
 
 
 class _Strict(BaseModel):

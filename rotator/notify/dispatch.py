@@ -5,7 +5,10 @@ FIFO (events reach it in the order they happened) drained by a small shared thre
 retried with exponential backoff (tenacity) and every attempt is bounded by the notifier's ``timeout``.
 Once a delivery has used up its retries, the notifier counts as down: later deliveries get a single
 attempt (so a backlog does not wait out a full backoff each) until one succeeds.
-Each delivery ends in exactly one ``on_result(notifier, event, "ok" | "failed", exc)`` call.
+Each delivery ends in exactly one ``on_result(notifier, event, "ok" | "failed", exc)`` call and, when the
+dispatcher has a ``bus``, one ``notification.result`` event on it: the audit log (a bus subscriber, its only
+writer) records the result from there. The dispatcher ignores events that are not notifiable (steps and
+these results), so its own results never loop back into deliveries.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rotator.errors import UsageError
-from rotator.events import Event
+from rotator.events import NOTIFIABLE, Event, EventBus, EventType
 from rotator.logs import get_logger, register_secret
 from rotator.notify.base import DeliveryError, Notifier, event_name, failure, make_test_event, scrub
 from rotator.notify.config import DeliveryPolicy, EmailConfig, NotifierConfig, SlackConfig, WebhookConfig
@@ -71,8 +75,10 @@ class Dispatcher:
         on_result: OnResult | None = None,
         max_workers: int = 4,
         policy: DeliveryPolicy | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self._configs = dict(configs)
+        self._bus = bus
         self._routes = routes
         self._on_result = on_result
         self._policy = policy or DeliveryPolicy()
@@ -92,6 +98,8 @@ class Dispatcher:
 
     def __call__(self, event: Event) -> None:
         """Queue ``event`` for each routed notifier whose filter accepts it; returns at once."""
+        if event.type not in NOTIFIABLE:
+            return
         name = event_name(event)
         for target in dict.fromkeys(self._routes(event.secret)):
             config = self._configs.get(target)
@@ -186,10 +194,21 @@ class Dispatcher:
         self._closed.wait(seconds)
 
     def _report(self, target: str, event: Event, exc: DeliveryError | None) -> None:
+        reason = None
         if exc is not None:
             reason = scrub(str(exc), self._secrets(target))
             with self._cond:
                 self._failures.append(DeliveryFailure(target, event_name(event), event.secret, reason))
+        if self._bus is not None:
+            result = Event(type=EventType.NOTIFIED, secret=event.secret, provider=event.provider,
+                           at=datetime.now(UTC), actor=event.actor, correlation_id=event.correlation_id,
+                           reason=reason[:300] if reason is not None else None,
+                           details={"notifier": target, "event": event_name(event),
+                                    "result": "failed" if exc else "ok"})
+            try:
+                self._bus.emit(result)
+            except Exception as err:  # the audit log could not record it: say so, the delivery stands
+                log.error("notification result not audited", notifier=target, error=scrub(str(err), ()))
         if self._on_result is None:
             return
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -135,11 +135,11 @@ def _deliver_one(runtime: Runtime, target: _Target, keysets: dict[str, Keyset], 
             note(f"{policy.name}: {name}: {skipped}")
         if not delivery.changed:
             continue
-        log.info("sink.delivered", secret=policy.name, sink=name, wrote=delivery.wrote,
-                 reloaded=list(delivery.reloaded), versions=content.fingerprint)
-        _audit(runtime, {"type": "delivery", "secret": policy.name, "sink": name, "result": "delivered",
-                         "wrote": delivery.wrote, "reloaded": list(delivery.reloaded),
-                         "versions": dict(content.versions)})
+        _emit(runtime, Event(type=EventType.DELIVERED, secret=policy.name, provider=policy.provider,
+                             at=runtime.engine.clock(), actor=runtime.engine.actor,
+                             correlation_id=new_correlation_id(),
+                             details={"sink": name, "result": "delivered", "wrote": delivery.wrote,
+                                      "reloaded": list(delivery.reloaded), "versions": dict(content.versions)}))
         out.append(Outcome(policy.name, "delivered", True, delivery.describe()))
     return out
 
@@ -194,19 +194,17 @@ def _failed(runtime: Runtime, policy: SecretPolicy, sink: str, exc: SinkError) -
     event = Event(type=EventType.SINK_FAILED, secret=policy.name, provider=policy.provider,
                   at=runtime.engine.clock(), actor=runtime.engine.actor, correlation_id=new_correlation_id(),
                   reason=message[:300], details={"sink": sink})
-    try:
-        runtime.bus.emit(event)
-    except (RotatorError, OSError) as err:  # the audit log (critical subscriber) failed: still report it
-        log.warning("audit.append_failed", error=str(err))
+    _emit(runtime, event)
     error = SinkError(message, hint=exc.hint, exit_code=exc.exit_code)
     return Outcome(policy.name, "delivery_failed", False, f"{message} (the store is unchanged; the next pass "
                    "delivers again)", error=error)
 
 
-def _audit(runtime: Runtime, record: dict[str, Any]) -> None:
+def _emit(runtime: Runtime, event: Event) -> None:
+    """Put ``event`` on the bus (the audit log is its one writer); a failing audit log is logged, not raised."""
     try:
-        runtime.audit.append(record)
-    except (OSError, RotatorError) as err:
+        runtime.bus.emit(event)
+    except (RotatorError, OSError) as err:  # the audit log (critical subscriber) failed: still report it
         log.warning("audit.append_failed", error=str(err))
 
 
