@@ -81,11 +81,14 @@ def test_grace_puts_previous_beside_current_until_retired(env: tuple[Runtime, Fa
     """After a rotation the file holds API_KEY and API_KEY_PREVIOUS; once retired, only API_KEY."""
     rt, clock, _ = env
     policy = rt.manifest.secret("partner-api")
+    clock.advance(timedelta(hours=1))
     rt.engine.reconcile_one(policy, force=True)
     deliver(rt, [policy])
     values = _values(rt, "partner-api")
     assert _env_file(tmp_path / "app.env")["API_KEY_PREVIOUS"] == values["previous"]
-    rt.engine.reconcile_one(policy, force=True)  # two values in grace now: the newer one is delivered
+    clock.advance(timedelta(hours=1))
+    second = rt.engine.reconcile_one(policy, force=True)  # two values in grace: the newer one is delivered
+    assert second.ok, second
     deliver(rt, [policy])
     newer = _values(rt, "partner-api")
     assert _env_file(tmp_path / "app.env")["API_KEY_PREVIOUS"] == values["current"]
