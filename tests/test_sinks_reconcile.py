@@ -80,12 +80,21 @@ def test_grace_puts_previous_beside_current_until_retired(env: tuple[Runtime, Fa
     """After a rotation the file holds API_KEY and API_KEY_PREVIOUS; once retired, only API_KEY."""
     rt, clock, _ = env
     policy = rt.manifest.secret("partner-api")
+    clock.advance(timedelta(hours=1))
     rt.engine.reconcile_one(policy, force=True)
     deliver(rt, [policy])
     values = _values(rt, "partner-api")
     assert _env_file(tmp_path / "app.env")["API_KEY_PREVIOUS"] == values["previous"]
+    clock.advance(timedelta(hours=1))
+    second = rt.engine.reconcile_one(policy, force=True)  # two values in grace: the newer one is delivered
+    assert second.ok, second
+    deliver(rt, [policy])
+    newer = _values(rt, "partner-api")
+    assert _env_file(tmp_path / "app.env")["API_KEY_PREVIOUS"] == values["current"]
+    assert values["previous"] not in (tmp_path / "app.env").read_text()
+    values = newer
     clock.advance(timedelta(days=4))
-    rt.engine.reconcile_one(policy)  # retires the previous value
+    rt.engine.reconcile_one(policy)  # retires the previous values
     deliver(rt, [policy])
     held = _env_file(tmp_path / "app.env")
     assert "API_KEY_PREVIOUS" not in held

@@ -199,3 +199,19 @@ def test_a_foreign_parameter_is_unmanaged_until_adopted(provider: SsmProvider, s
     assert current.current.value.reveal() == "foreign-value-123456789"
     labelled = ssm.get_parameter(Name=f"{name}:current", WithDecryption=True)["Parameter"]
     assert (labelled["Value"], labelled["Version"]) == ("foreign-value-123456789", 1)
+
+
+def test_previous_label_is_on_the_newest_previous(provider: SsmProvider, ssm: Any) -> None:
+    """With two values in grace (keep_previous), `previous` labels the newer one."""
+    ref = _ref()
+    _, second = _rotated(provider, ref)
+    stored = provider.read(ref)
+    assert stored is not None
+    third = make_version()
+    staged = provider.stage(ref, stored, third)
+    provider.promote(ref, staged, third.id, NOW + timedelta(hours=1), GRACE, keep_previous=2)
+    after = provider.read(ref)
+    assert after is not None
+    assert len(after.previous_versions) == 2
+    label = ssm.get_parameter(Name=f"/{ref.path}:previous", WithDecryption=True)["Parameter"]["Value"]
+    assert label == second

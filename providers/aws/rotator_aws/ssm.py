@@ -51,7 +51,7 @@ from rotator_aws.ssm_client import build_ssm_client, translate
 
 __all__ = ["LABELS", "SsmConfig", "SsmProvider"]
 
-LABELS = {State.CURRENT: "current", State.PREVIOUS: "previous", State.PENDING: "pending"}
+LABELS = {State.CURRENT: "current", State.PREVIOUS: "previous", State.PENDING: "pending"}  # previous: newest
 _DOC_SUFFIX = ".rotator"
 _FOREIGN = "ssm-"  # version id of a value rotator did not write: "ssm-<parameter version>"
 _COMPACT = (",", ":")
@@ -274,11 +274,11 @@ def _qualified(name: str) -> str:
 
 
 def _labels(keyset: Keyset | None, numbers: dict[str, int]) -> dict[str, int]:
-    """``label -> parameter version`` that ``keyset``'s states imply."""
+    """``label -> parameter version`` that ``keyset``'s states imply (``previous``: the newest one)."""
     out: dict[str, int] = {}
-    for version in keyset.versions if keyset is not None else ():
-        label = LABELS.get(version.state)
-        if label is not None and version.id in numbers:
+    if keyset is None:
+        return out
+    for label, version in (("current", keyset.current), ("previous", keyset.previous), ("pending", keyset.pending)):
+        if version is not None and version.id in numbers:
             out[label] = numbers[version.id]
     return out
-
