@@ -9,7 +9,11 @@ every secret value (the passwords and keys inside the stored documents, and the 
 from __future__ import annotations
 
 import json
+import random
+import signal
+import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -165,6 +169,38 @@ def test_redis_wrong_admin_is_exit_4(workspace: Workspace, redis_server: RedisSe
     assert result.code == 4, result.err
     assert "redis target cache" in result.out + result.err
     assert credentials(workspace, "cache/app") == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["dual", "alternating"])
+def test_redis_kill_9_trials(workspace: Workspace, redis_server: RedisServer, strategy: str) -> None:
+    """10 `rotate --now` killed at random moments, each followed by `run`: the stored current credential always
+    logs in, and so does the previous one during grace."""
+    workspace.write_manifest(redis_manifest(redis_server.port, f"app{uuid.uuid4().hex[:8]}", strategy))
+    workspace.extra_values.append(redis_server.admin_password)
+    env = {"REDIS_ADMIN_PASSWORD": redis_server.admin_password}
+    logs_in = redis_login(redis_server)
+    ok(workspace, "run", env=env)
+    rng = random.Random(20261204)
+    killed = 0
+    for _ in range(10):
+        if "previous" in credentials(workspace, "cache/app"):
+            ok(workspace, "retire", "cache/app", env=env)  # one previous at a time (alternating: two identities)
+        proc = subprocess.Popen(workspace.command("rotate", "--now", "cache/app"), cwd=workspace.root,
+                                env={**workspace.env, **env}, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.2, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        workspace.collect(proc)
+        killed += proc.returncode == -signal.SIGKILL
+        ok(workspace, "run", env=env)
+        states = credentials(workspace, "cache/app")
+        assert "pending" not in states
+        (current,) = states["current"]
+        assert logs_in(current)
+        for previous in states.get("previous", []):
+            assert logs_in(previous)
+    assert killed >= 3
 
 
 # --- aws_iam -------------------------------------------------------------------------------------------------
