@@ -56,6 +56,13 @@ class Db:
         ws.extra_values.append(pg.password)
         self.write()
 
+    @classmethod
+    def reader(cls, pg: PgServer, ws: Workspace) -> Db:
+        """Only the store and login helpers, for a test that writes its own manifest."""
+        db = cls.__new__(cls)
+        db.pg, db.ws = pg, ws
+        return db
+
     def write(self, *, boot_port: int | None = None, port: int | None = None) -> None:
         self.ws.write_manifest(MANIFEST.format(boot_port=boot_port or self.pg.port, port=port or self.pg.port,
                                                admin=self.admin, app=self.app))
@@ -208,3 +215,54 @@ def test_kill_9_during_rotate_then_run_keeps_logins_working(db: Db, workspace: W
             assert db.logs_in(previous)
     assert killed >= 3, killed
     _ok(workspace.cli("audit", "verify"))
+
+
+SELF_ADMIN = """
+version: 1
+defaults: {{provider: local, every: 30d, grace: 1d}}
+providers:
+  local: {{type: local, path: .rotator/store.db}}
+targets:
+  app-db:
+    type: postgres
+    host: 127.0.0.1
+    port: {port}
+    database: postgres
+    admin: {admin}
+secrets:
+  - name: app-db/admin
+    kind: password
+    grace: 0s
+    target: {{name: app-db, username: {user}, strategy: single}}
+  - name: app-db/app
+    kind: password
+    target: {{name: app-db, username: {app}, strategy: alternating}}
+"""
+
+
+def test_admin_rotates_its_own_password(pg_server: PgServer, workspace: Workspace) -> None:
+    """The README's bootstrap: the first run uses the admin password given once (from the environment) and
+    replaces it with a managed one (ALTER ROLE on itself); then `admin: {secret: ...}` administers the target,
+    and rotating the admin secret keeps working. The bootstrap password is refused afterwards."""
+    import secrets as pysecrets
+
+    user, app = f"rotator_admin_{uuid.uuid4().hex[:8]}", f"app_{uuid.uuid4().hex[:8]}"
+    bootstrap = pysecrets.token_urlsafe(18)
+    pg_server.sql(f"CREATE ROLE {user} LOGIN CREATEROLE PASSWORD '{bootstrap}'")
+    workspace.env["PGADMIN_PASSWORD"] = bootstrap
+    workspace.extra_values.append(bootstrap)
+    given = '{username: ' + user + ', password: "${PGADMIN_PASSWORD}"}'
+    workspace.write_manifest(SELF_ADMIN.format(port=pg_server.port, admin=given, user=user, app=app))
+    _ok(workspace.cli("run", "--concurrency", "1"))
+    db = Db.reader(pg_server, workspace)
+    first = db.current("app-db/admin")
+    assert not db.logs_in({**first, "password": bootstrap})
+    workspace.write_manifest(SELF_ADMIN.format(port=pg_server.port, admin="{secret: app-db/admin}", user=user,
+                                               app=app))
+    _ok(workspace.cli("rotate", "app-db/admin", "--now"))
+    second = db.current("app-db/admin")
+    assert second["password"] != first["password"]
+    assert db.logs_in(second)
+    assert not db.logs_in(first)
+    _ok(workspace.cli("rotate", "app-db/app", "--now"))
+    assert db.logs_in(db.current())
