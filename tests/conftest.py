@@ -19,6 +19,7 @@ import pytest
 
 from tests.mariadb_server import mariadb_server  # noqa: F401  (session fixtures: one database server per session)
 from tests.pg_server import pg_server  # noqa: F401
+from tests.redis_server import redis_conf_server, redis_server, redis_tls_server  # noqa: F401 - session fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -28,11 +28,17 @@ Where it differs from a plain ``ThreadedMotoServer``, to behave more like AWS an
   one lock so two racers with the same token cannot both pass. The same token with the same value still
   succeeds (idempotent retry), and a version that has no value yet (the empty AWSPENDING version moto's own
   ``rotate_secret`` creates for a Lambda to fill) is still moto's to fill.
+* Fidelity shim for IAM access keys: AWS refuses any request signed with an **Inactive** access key
+  (``InvalidClientTokenId``, HTTP 403); moto 5.2.5 accepts it (``IAMUserAccessKey`` ignores the status). The gate
+  answers like AWS for keys of moto IAM users (ids starting ``AKIA``); the dummy ``testing`` key is unaffected.
+  :func:`iam_authentication` turns on moto's own signature and policy checks for a block (moto exempts
+  ``sts:GetCallerIdentity`` from policies, as AWS does), so a wrong secret gets ``SignatureDoesNotMatch``.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import io
 import json
@@ -54,7 +60,7 @@ from cheroot import wsgi as cheroot_wsgi
 from cheroot.makefile import MakeFile
 from moto.server import ThreadedMotoServer
 
-__all__ = ["GatedMotoServer", "aws_env", "moto", "shared_server", "unique"]
+__all__ = ["GatedMotoServer", "aws_env", "iam_authentication", "moto", "shared_server", "unique"]
 
 Rule = Callable[[str, dict[str, Any]], bool]  # (action, request JSON) -> applies?
 REGION = "us-east-1"
@@ -132,6 +138,7 @@ class GatedMotoServer(ThreadedMotoServer):
         self.deny: Rule | None = None
         self.fail: Rule | None = None
         self.throttle = 0  # the next N requests get ThrottlingException
+        self.unpropagated: Counter[str] = Counter()  # access key id -> next N requests refused (IAM propagation)
         self.calls: Counter[str] = Counter()
         self.access_keys: Counter[str] = Counter()
         self.connections = 0  # TCP connections accepted since the last reset_counts()
@@ -193,6 +200,7 @@ class GatedMotoServer(ThreadedMotoServer):
     def relax(self) -> None:
         """Back to a plain, fast, honest server with a zero call count."""
         self.delay, self.deny, self.fail, self.throttle = 0.0, None, None, 0
+        self.unpropagated.clear()
         self.reset_counts()
 
     def reset_counts(self) -> None:
@@ -236,8 +244,14 @@ class GatedMotoServer(ThreadedMotoServer):
             self.calls[action] += 1
             self.access_keys[key] += 1
             throttled, self.throttle = self.throttle > 0, max(0, self.throttle - 1)
+            unpropagated = self.unpropagated[key] > 0
+            if unpropagated:
+                self.unpropagated[key] -= 1
         if throttled:
             return _error(start_response, "400 Bad Request", "ThrottlingException", "Rate exceeded")
+        if unpropagated or _inactive_access_key(key):
+            return _query_error(start_response, "403 Forbidden", "InvalidClientTokenId",
+                                "The security token included in the request is invalid.")
         if self.delay:
             time.sleep(self.delay)
         if self.deny is not None and self.deny(action, request):
@@ -321,6 +335,65 @@ def _error(start_response: Callable[..., Any], status: str, code: str, message: 
     start_response(status, [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(payload))),
                             ("x-amzn-RequestId", uuid.uuid4().hex)])
     return [payload]
+
+
+def _inactive_access_key(key: str) -> bool:
+    """Whether ``key`` is the id of an Inactive access key of a moto IAM user (AWS refuses those)."""
+    if not key.startswith("AKIA"):
+        return False
+    from moto.iam.models import iam_backends
+
+    for account in list(iam_backends):
+        for partition in list(iam_backends[account]):
+            for user in list(iam_backends[account][partition].users.values()):
+                for access_key in user.access_keys:
+                    if access_key.access_key_id == key:
+                        return bool(access_key.status != "Active")
+    return False
+
+
+def _query_error(start_response: Callable[..., Any], status: str, code: str, message: str) -> list[bytes]:
+    """An error as the query-protocol services (IAM, STS) send it."""
+    payload = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+               f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+    start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def _user_resource(self: Any) -> str:
+    """The ARN AWS evaluates an IAM user action against (moto 5.2.5 uses ``*`` for everything but roles)."""
+    names = self.data.get("UserName") if isinstance(self.data, dict) else None
+    if not names:
+        return _ROLE_RESOURCE(self)  # type: ignore[no-any-return]
+    name = names[0] if isinstance(names, list) else str(names)
+    user = self.backend.users.get(name)
+    return str(user.arn) if user is not None else f"arn:aws:iam::{self.current_account}:user/{name}"
+
+
+_ROLE_RESOURCE: Any = None
+
+
+@contextlib.contextmanager
+def iam_authentication() -> Iterator[None]:
+    """moto checks every request's signature and IAM policies (process-wide) inside the block.
+
+    IAM user actions are evaluated against the user's ARN (path included), as AWS does, so a policy scoped to
+    ``arn:aws:iam::*:user/<path>/*`` is really tested.
+    """
+    global _ROLE_RESOURCE
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.responses import IamResponse
+
+    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
+    _ROLE_RESOURCE = IamResponse._determine_resource
+    IamResponse._determine_resource = _user_resource  # type: ignore[method-assign]
+    settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = 0, 0
+    try:
+        yield
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved
+        IamResponse._determine_resource = _ROLE_RESOURCE  # type: ignore[method-assign]
 
 
 _SHARED: GatedMotoServer | None = None

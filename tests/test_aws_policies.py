@@ -31,7 +31,7 @@ def allowed(name: str) -> dict[str, list[dict[str, Any]]]:
 def test_every_action_the_code_calls_is_granted() -> None:
     """Each Secrets Manager action named in the provider and Lambda code appears in the rotator policy."""
     used = set()
-    for source in CODE.glob("*.py"):
+    for source in (p for p in CODE.glob("*.py") if p.name != "iam_target.py"):  # IAM actions: own policy
         used |= set(re.findall(r'_call\("(\w+)"', source.read_text()))
     grants = allowed("aws-iam-policy.json")
     assert used

@@ -58,15 +58,21 @@ def _quiet_botocore() -> None:
             logger.setLevel(logging.INFO)
 
 
-def build_client(config: AwsConfig) -> Any:
-    """A thread-safe Secrets Manager client: adaptive retries, timeouts, optional AssumeRole."""
+def build_client(config: AwsConfig, service: str = "secretsmanager", *,
+                 keys: tuple[str, str] | None = None) -> Any:
+    """A thread-safe client for ``service`` (default Secrets Manager): adaptive retries, timeouts, optional
+    AssumeRole. ``keys`` (access key id, secret) replace boto3's credential chain, e.g. a managed admin key."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
     _quiet_botocore()
     try:
-        session = boto3.Session(profile_name=config.profile, region_name=config.region)
+        if keys is not None:
+            session = boto3.Session(aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
+                                    region_name=config.region)
+        else:
+            session = boto3.Session(profile_name=config.profile, region_name=config.region)
         if config.assume_role_arn:
             session = _assume_role(session, config)
         settings = Config(
@@ -74,7 +80,7 @@ def build_client(config: AwsConfig) -> Any:
             connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
             max_pool_connections=config.max_pool_connections, user_agent_extra="rotator",
         )
-        return session.client("secretsmanager", endpoint_url=config.endpoint_url, config=settings)
+        return session.client(service, endpoint_url=config.endpoint_url, config=settings)
     except BotoCoreError as exc:
         raise translate(exc, action="CreateClient", name="-", endpoint=config.endpoint_url) from exc
 
