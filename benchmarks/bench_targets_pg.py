@@ -14,8 +14,8 @@ Measured, interleaved (``--repeats`` rounds, median of the pairwise ratios):
 
 - engine: ``Engine.reconcile(force=True)`` (what ``rotate --all --now`` runs), in-process, on the ``local``
   store, for N secrets bound to the same server with ``alternating`` and ``grace: 0s`` (each forced rotation
-  stages on the idle identity, logs in, promotes, and retires the previous value on the target at once). This includes the store's
-  fsync'd commits and the audit log, which the baseline does not have.
+  stages on the idle identity, logs in, promotes, and retires the previous value on the target at once).
+  This includes the store's fsync'd commits and the audit log, which the baseline does not have.
 
 Goal (issue 13): at most 2x the baseline.
 """
