@@ -12,6 +12,11 @@ Measured, interleaved (``--repeats`` rounds, median of the pairwise ratios):
   idempotent check), ``enable`` of a new password on the idle identity (SCRAM verifier computed client-side),
   ``login`` with it, and ``disable`` of the previous password on the other identity (retire).
 
+- engine: ``Engine.reconcile(force=True)`` (what ``rotate --all --now`` runs), in-process, on the ``local``
+  store, for N secrets bound to the same server with ``alternating`` and ``grace: 0s`` (each forced rotation
+  stages on the idle identity, logs in, promotes, and retires the previous value on the target at once).
+  This includes the store's fsync'd commits and the audit log, which the baseline does not have.
+
 Goal (issue 13): at most 2x the baseline.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -89,19 +95,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 active[binding.secret] = new
             return time.perf_counter() - start
 
-        times = interleave(baseline, {"target": through_target}, args.repeats)
+        runtime, policies = _engine_setup(server, args.n)
+
+        def through_engine() -> float:
+            start = time.perf_counter()
+            outcomes = runtime.engine.reconcile(policies, force=True)
+            elapsed = time.perf_counter() - start
+            failed = [o for o in outcomes if not o.ok]
+            assert not failed, failed[:3]
+            return elapsed
+
+        try:
+            times = interleave(baseline, {"target": through_target, "engine": through_engine}, args.repeats)
+        finally:
+            runtime.close()
+            shutil.rmtree(runtime.manifest.base_dir, ignore_errors=True)
         admin_conn.close()
     finally:
         target.close()
         server.stop()
     ratio = median(ratios(times["target"], times["baseline"]))
+    engine_ratio = median(ratios(times["engine"], times["baseline"]))
     ms = {name: 1000 * median(values) / args.n for name, values in times.items()}
     print(machine_line())
     print_table(["path", "ms per role", "ratio"], [
         ["bare ALTER ROLE + login", f"{ms['baseline']:.2f}", "1.00x"],
         ["postgres target (prepare, enable, login, disable)", f"{ms['target']:.2f}", fmt_ratio(ratio, GOAL)],
+        ["engine: reconcile(force=True), local store", f"{ms['engine']:.2f}", fmt_ratio(engine_ratio, GOAL)],
     ], title=f"{args.n} PostgreSQL roles rotated with alternating, {args.repeats} interleaved rounds")
-    return {"n": args.n, "goal": GOAL, "ratio": ratio, "ms_per_role": ms}
+    return {"n": args.n, "goal": GOAL, "ratio": ratio, "engine_ratio": engine_ratio, "ms_per_role": ms}
+
+
+def _engine_setup(server: Any, n: int) -> tuple[Any, list[Any]]:
+    """A runtime over a temp local store with N alternating secrets on ``server``, all created (untimed)."""
+    import os
+    import tempfile
+
+    from rotator.app import build_runtime
+
+    root = Path(tempfile.mkdtemp(prefix="rotator-bench-pg-"))
+    os.environ["BENCH_PG_ADMIN"] = server.password
+    os.environ["ROTATOR_AUDIT_LOG"] = str(root / "audit.jsonl")
+    lines = ["version: 1", "defaults: {provider: local, every: 30d, grace: 0s}",
+             "providers:", "  local: {type: local, path: store.db}",
+             "targets:", f"  bench: {{type: postgres, host: {server.host}, port: {server.port}, "
+             'admin: {username: postgres, password: "${BENCH_PG_ADMIN}"}}',
+             "secrets:"]
+    lines += [f"  - {{name: app{i}, kind: password, target: {{name: bench, username: bench_eng_{i}, "
+              "strategy: alternating}}" for i in range(n)]
+    (root / "rotation.yaml").write_text("\n".join(lines) + "\n")
+    runtime = build_runtime(root / "rotation.yaml", actor="cli:bench", notify=False)
+    policies = list(runtime.manifest.secrets.values())
+    outcomes = runtime.engine.reconcile(policies)
+    assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:3]
+    return runtime, policies
 
 
 if __name__ == "__main__":

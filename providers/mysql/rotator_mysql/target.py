@@ -225,7 +225,7 @@ class MysqlTarget:
             if not server.dual:
                 raise OperationFailed(
                     f"target '{self.name}': secret '{binding.secret}' uses strategy dual, but {server.label} has "
-                    "no dual passwords (RETAIN CURRENT PASSWORD needs MySQL >= 8.0.14)",
+                    "no dual passwords (RETAIN CURRENT PASSWORD needs MySQL >= 8.0.14); use strategy: alternating",
                     hint="use strategy: alternating (two accounts sharing one role)")
 
     def _identity(self, binding: Binding, credential: Credential) -> str:

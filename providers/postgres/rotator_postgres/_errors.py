@@ -44,12 +44,13 @@ _NO_DATABASE = ('database "',)
 
 def reason(exc: BaseException) -> str:
     """The useful last part of a libpq message (``FATAL:  password authentication failed for user "x"``)."""
-    text = " ".join(str(exc).split())
-    for marker in ("FATAL: ", "ERROR: ", "failed: "):
+    text = str(exc)
+    for marker in ("FATAL:", "ERROR:", "failed:"):
         if marker in text:
             text = text.rsplit(marker, 1)[1]
             break
-    return text[:300]
+    first = next((line for line in text.splitlines() if line.strip()), text)
+    return " ".join(first.split())[:300]
 
 
 def classify_connect(exc: psycopg.Error) -> ConnectFailure:
