@@ -20,7 +20,7 @@ from rotator.audit_sink import parse_sink
 from rotator.circuit import Breakers
 from rotator.clock import Clock, utcnow
 from rotator.engine import Engine
-from rotator.events import Event, EventBus, Subscriber
+from rotator.events import Event, EventBus, Subscriber, is_step
 from rotator.keyset import SecretValue
 from rotator.logs import get_logger, redact_text
 from rotator.manifest import Manifest, load_manifest, resolve_manifest_path
@@ -147,6 +147,8 @@ def _dispatcher(runtime: Runtime) -> Any:
 def _log_event(event: Event) -> None:
     fields = event.to_dict()
     name = fields.pop("event")
+    if is_step(event):  # steps log their details flat, as they always did
+        fields.update(fields.pop("details", {}))
     failed = name == "notification.result" and event.details.get("result") == "failed"
     level = "warning" if failed or name in ("rotation.failed", "rotation.rolled_back", "key.revoked") else "info"
     getattr(log, level)(name, **fields)
