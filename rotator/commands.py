@@ -18,7 +18,8 @@ from rotator.errors import IllegalTransition, UsageError
 from rotator.keyset import Keyset, KeyVersion
 from rotator.keyset import rollback as rolled_back
 from rotator.manifest import SecretPolicy
-from rotator.plan import decide, last_rotation
+from rotator.plan import decide, due_at, last_rotation
+from rotator.targeting import credential_of
 
 __all__ = ["history_rows", "plan_rows", "retire_one", "rollback_one", "run_and_report", "send_test", "single",
            "status_rows"]
@@ -40,12 +41,14 @@ def plan_rows(rt: Runtime, at: datetime, output: str, policies: Sequence[SecretP
             "last_rotation": last_rotation(keyset) if keyset else None, "next_due": decision.due_at,
             "next_action_at": decision.next_at, "schedule": policy.schedule.describe(),
             "frozen_until": frozen.until if (frozen := policy.schedule.frozen(at)) else None,
+            "target": _target(policy, keyset),
         })
     if output != "table":
         emit({"at": at, "secrets": items}, output)
         return
     rows = [[i["secret"], i["provider"], i["state"], when(i["last_rotation"], at), when(i["next_due"], at),
-             i["action"] + ("" if i["action"] == "none" else f": {i['detail']}")] for i in items]
+             i["action"] + ("" if i["action"] == "none" else f": {i['detail']}") + _target_note(i["target"])]
+            for i in items]
     print_table(f"plan at {stamp(at)}", ["secret", "provider", "state", "last rotation", "next due", "action"],
                 rows, wrap={"last rotation", "next due"}, prose={"action"})
 
@@ -69,7 +72,8 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
             "secret": policy.name, "provider": policy.provider, "path": policy.ref.path,
             "kind": policy.spec.kind, "managed": keyset.managed if keyset else None,
             "enabled": policy.spec.enabled, "last_rotation": last,
-            "next_due": policy.schedule.due_at(last, now) if last else None,
+            "next_due": due_at(policy, keyset, now) if keyset and last else None,
+            "target": _target(policy, keyset),
             "consumers": list(policy.spec.consumers), "versions": versions,
             "last_failure": keyset.meta.get("last_failure") if keyset else None,
             "acknowledged": acknowledged(keyset) if keyset else {},
@@ -85,11 +89,31 @@ def status_rows(rt: Runtime, policies: Sequence[SecretPolicy], output: str) -> N
             rows.append([item["secret"], "-", "(not created)", "-", "-", "-", "-"])
         for row in item["versions"]:
             left = _left(row["expires_at"], now) if row["state"] == "previous" else "-"
+            note = row["reason"] or ""
+            if row["state"] == "current" and item["target"]:
+                note = _target_note(item["target"]).removeprefix("; ")
             rows.append([item["secret"], row["id"][:8], row["state"], ago(row["created_at"], now), left,
                          _moved({**item, "retire": retire_modes[item["secret"]]}) if row["state"] == "current"
-                         else "", row["reason"] or ""])
+                         else "", note])
     print_table("status", ["secret", "version", "state", "age", "grace", "consumers moved", "note"], rows,
                 wrap={"consumers moved"}, prose={"note"})
+
+
+def _target(policy: SecretPolicy, keyset: Keyset | None) -> dict[str, Any] | None:
+    """Where a target-bound secret's credential is checked, how it rotates, and which identity is active."""
+    binding = policy.binding
+    if binding is None:
+        return None
+    current = credential_of(keyset.current if keyset is not None else None)
+    return {"name": binding.target, "strategy": str(binding.strategy),
+            "identity": current.username if current is not None else None}
+
+
+def _target_note(target: dict[str, Any] | None) -> str:
+    if not target:
+        return ""
+    active = f", active: {target['identity']}" if target["identity"] else ""
+    return f"; target {target['name']} ({target['strategy']}{active})"
 
 
 def _left(expires: datetime | None, now: datetime) -> str:

@@ -267,3 +267,22 @@ def test_admin_from_a_managed_secret(tmp_path: Path) -> None:
     assert isinstance(targets, TargetSet)
     targets.get("db")._admin()  # type: ignore[attr-defined]
     assert seen == ["app"]
+
+
+def test_plan_and_status_show_the_target_strategy_and_active_identity(workspace: Any) -> None:
+    """`plan` and `status` name the target, the strategy and the identity in use (table and JSON)."""
+    workspace.write_manifest("""
+        version: 1
+        defaults: {every: 10d, grace: 1d, notice: 1d}
+        targets:
+          db: {type: memory, admin: {username: root, password: "admin-pass-123"}}
+        secrets:
+          - {name: app, kind: password, length: 24, target: {name: db, username: app, strategy: alternating}}
+    """)
+    assert workspace.cli("run").code == 0
+    status = workspace.cli("status", "-o", "json").json()["secrets"][0]
+    assert status["target"] == {"name": "db", "strategy": "alternating", "identity": "app"}
+    plan = workspace.cli("plan", "-o", "json").json()["secrets"][0]
+    assert plan["target"] == status["target"]
+    table = workspace.cli("plan")
+    assert "target db (alternating, active: app)" in " ".join(table.out.split())
