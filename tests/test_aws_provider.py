@@ -351,11 +351,15 @@ def test_list_names_managed_secrets_under_the_prefix(moto: GatedMotoServer) -> N
 
 
 def test_throttling_is_retried_with_backoff(moto: GatedMotoServer) -> None:
-    """ThrottlingException is retried by botocore's adaptive mode and the read succeeds."""
+    """ThrottlingException is retried by botocore's adaptive mode and the read succeeds: the two throttled
+    requests were sent again (the gate counts every request it answered)."""
     backend, ref = provider(moto, max_attempts=4), new_ref()
     backend.create(ref, make_version(State.CURRENT), {})
+    moto.reset_counts()
     moto.throttle = 2
     assert backend.read(ref) is not None
+    assert moto.throttle == 0  # both throttled answers were given out ...
+    assert moto.calls["DescribeSecret"] == 3  # ... and the describe was retried until it was answered
 
 
 def test_assume_role_signs_with_temporary_credentials(moto: GatedMotoServer) -> None:
