@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import rotator
 from rotator.localstore import LocalConfig, LocalProvider
 from rotator.provider import SecretRef
 from tests.conftest import Workspace
@@ -80,7 +81,7 @@ def test_metrics_parse_and_change_after_rotation(workspace: Workspace) -> None:
         _wait(lambda: _get(port, "/readyz")[0] == 200)
         first = _metrics(port)
         assert first[("rotator_up", ())] == 1
-        assert first[("rotator_build_info", (("version", "0.1.0"),))] == 1
+        assert first[("rotator_build_info", (("version", rotator.__version__),))] == 1
         assert first[("rotator_secret_policy_seconds", (("secret", "slow"),))] == 90 * 86400
         # Counters exist from the start (the first pass only created values) ...
         for result in ("success", "failure"):

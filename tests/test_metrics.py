@@ -125,6 +125,7 @@ providers:
   broken: {type: local, path: store-is-a-dir}
   good: {type: local, path: good.db}
 defaults: {every: 30d, grace: 1d, notice: 1d}
+audit: {key_provider: good}   # the audit HMAC key needs a store, and no provider is called `local`
 secrets:
   - {name: lost, kind: api_key, provider: broken}
   - name: hooked

@@ -235,7 +235,7 @@ def test_run_waits_out_a_freeze_and_rotate_now_overrides_it_saying_so(tmp_path: 
         assert forced.message.endswith("; frozen until 2100-01-01 00:00Z (change freeze): overridden by --now")
         overridden = [e for e in logs if e["event"] == "freeze.overridden"]
         assert overridden
-        assert overridden[0]["details"]["why"] == "change freeze"
+        assert overridden[0]["why"] == "change freeze"
         assert overridden[0]["reason"] == "incident 42"
 
 
