@@ -28,6 +28,9 @@ Where it differs from a plain ``ThreadedMotoServer``, to behave more like AWS an
   one lock so two racers with the same token cannot both pass. The same token with the same value still
   succeeds (idempotent retry), and a version that has no value yet (the empty AWSPENDING version moto's own
   ``rotate_secret`` creates for a Lambda to fill) is still moto's to fill.
+* Fidelity shim for CreatedDate: AWS reports it to the millisecond, moto stores whole seconds; the gate keeps
+  the time of a token write to the millisecond, so a version's age (counted from its creation) is not a second
+  off.
 * Fidelity shim for IAM access keys: AWS refuses any request signed with an **Inactive** access key
   (``InvalidClientTokenId``, HTTP 403); moto 5.2.5 accepts it (``IAMUserAccessKey`` ignores the status). The gate
   answers like AWS for keys of moto IAM users (ids starting ``AKIA``); the dummy ``testing`` key is unaffected.
@@ -280,6 +283,7 @@ class GatedMotoServer(ThreadedMotoServer):
             finally:
                 if hasattr(answer, "close"):
                     answer.close()
+                _precise_created_date(environ, request)
 
     def _control(self, path: str, request: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         """``/_gate/calls``: counts and the server process's CPU time; ``/_gate/set``: set ``delay``, reset."""
@@ -301,11 +305,8 @@ class GatedMotoServer(ThreadedMotoServer):
             pass
 
 
-def _token_in_use(environ: dict[str, Any], request: dict[str, Any]) -> str | None:
-    """AWS's refusal message if the request's ClientRequestToken names a version holding another value."""
-    token, value = request.get("ClientRequestToken"), (request.get("SecretString"), request.get("SecretBinary"))
-    if not token or value == (None, None):
-        return None  # nothing to compare: moto decides
+def _secret_of(environ: dict[str, Any], request: dict[str, Any]) -> Any:
+    """moto's FakeSecret the request names (None if missing, a replica, or scheduled for deletion)."""
     from moto.iam.models import get_account_id_from
     from moto.secretsmanager.models import FakeSecret, secretsmanager_backends
 
@@ -320,6 +321,27 @@ def _token_in_use(environ: dict[str, Any], request: dict[str, Any]) -> str | Non
         return None
     if not isinstance(secret, FakeSecret) or secret.is_deleted():
         return None  # missing, a replica or scheduled for deletion: moto's errors
+    return secret
+
+
+def _precise_created_date(environ: dict[str, Any], request: dict[str, Any]) -> None:
+    """Fidelity: AWS reports a version's CreatedDate to the millisecond; moto 5.2.5 stores ``int(time.time())``
+    (``put_secret_value``), which makes a version look up to a second older than it is."""
+    token = request.get("ClientRequestToken")
+    secret = _secret_of(environ, request) if token else None
+    version = secret.versions.get(token) if secret is not None else None
+    if version and isinstance(version.get("createdate"), int):
+        version["createdate"] = round(time.time(), 3)
+
+
+def _token_in_use(environ: dict[str, Any], request: dict[str, Any]) -> str | None:
+    """AWS's refusal message if the request's ClientRequestToken names a version holding another value."""
+    token, value = request.get("ClientRequestToken"), (request.get("SecretString"), request.get("SecretBinary"))
+    if not token or value == (None, None):
+        return None  # nothing to compare: moto decides
+    secret = _secret_of(environ, request)
+    if secret is None:
+        return None
     version = secret.versions.get(token)
     if not version:
         return None
