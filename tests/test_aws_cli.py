@@ -165,6 +165,7 @@ def test_kill_9_at_random_moments_then_run(aws_ws: tuple[Workspace, Aws]) -> Non
     rotations = 0
     try:
         for trial in range(10):
+            time.sleep(1.1)  # the 1s grace of the value before has ended: this rotation is not refused
             before = aws.read().current
             proc = ws.spawn("rotate", "--now", "api")
             if trial % 2:  # anywhere from start-up to the end

@@ -80,7 +80,15 @@ def _run(workspace: Workspace, container: str, volume: Path, *args: str) -> subp
 
 
 def _stored(db: Path) -> dict[str, str]:
-    """Secret name -> state of its only version, read on the host from the store the container wrote."""
+    """Secret name -> state of its only version, read on the host from the store the container wrote.
+
+    The store refuses files owned by another user (uid 10001 here), so the host reads a copy it owns, as an
+    operator inspecting a volume would (the files' owner and mode are checked on the originals)."""
+    import tempfile
+
+    copy = Path(tempfile.mkdtemp()) / ".rotator"
+    shutil.copytree(db.parent, copy)
+    db = copy / db.name
     provider = LocalProvider(name="check", config=LocalConfig(type="local", path=str(db)), base_dir=db.parent)
     try:
         out = {}

@@ -159,6 +159,7 @@ def test_kill_9_at_random_moments_then_run(vault_ws: tuple[Workspace, Emulator],
     rotations = 0
     try:
         for trial in range(10):
+            time.sleep(1.1)  # the 1s grace of the value before has ended: this rotation is not refused
             before = read(emulator, tmp_path)
             proc = ws.spawn("rotate", "--now", "api")
             if trial % 2:  # anywhere from start-up to the end
