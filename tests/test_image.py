@@ -73,9 +73,13 @@ def container(image: str) -> Iterator[str]:
 
 def _run(workspace: Workspace, container: str, volume: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``rotator ARGS`` inside ``container`` as UID 10001 with ``volume`` at /var/lib/rotator."""
-    result = _buildah("run", "--user", f"{UID}:{UID}", "--volume", f"{volume}:/var/lib/rotator:rw", container,
-                      "--", "rotator", *args, check=False)
-    workspace.outputs += [result.stdout, result.stderr]
+    for _ in range(3):
+        result = _buildah("run", "--user", f"{UID}:{UID}", "--volume", f"{volume}:/var/lib/rotator:rw",
+                          container, "--", "rotator", *args, check=False)
+        workspace.outputs += [result.stdout, result.stderr]
+        # buildah itself (not rotator) now and then panics before starting the command: that is no verdict
+        if not (result.returncode == 2 and "panic: runtime error" in result.stderr and not result.stdout):
+            break
     return result
 
 
@@ -121,7 +125,8 @@ def test_image_runs_as_10001_and_keeps_its_store_on_the_volume(workspace: Worksp
     shutil.copytree(ROOT / "scripts", volume / "scripts")
     ran = _run(workspace, container, volume, "-f", "/var/lib/rotator/rotation.yaml", "run")
     assert ran.returncode == 0, ran.stdout + ran.stderr[-2000:]
-    stored = _stored(volume / ".rotator" / "store.db")
+    stored = {name: state for name, state in _stored(volume / ".rotator" / "store.db").items()
+              if not name.startswith("_rotator/")}  # the audit HMAC keys live in the store too
     assert sorted(stored) == ["auth/jwt-signing", "db/reporting-password", "partner-api-key",
                               "payments/webhook-hmac"]
     assert all(state == "current" for state in stored.values())
@@ -142,6 +147,10 @@ def test_image_runs_as_10001_and_keeps_its_store_on_the_volume(workspace: Worksp
     assert status.returncode == 0, status.stderr
     assert "not created" not in status.stdout
     assert "partner-api-key" in status.stdout
+    # hand the volume back to the host's user: the canary scan at teardown opens the store, and the store
+    # refuses files owned by another user
+    for path in (volume, *volume.rglob("*")):
+        os.chown(path, os.getuid(), os.getgid(), follow_symlinks=False)
 
 
 def test_image_has_no_build_tools_and_reports_its_size(image: str, capsys: pytest.CaptureFixture[str]) -> None:
