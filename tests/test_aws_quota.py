@@ -18,6 +18,7 @@ from tests.moto_server import GatedMotoServer, aws_env, moto
 __all__ = ["aws_env", "moto"]
 
 N = 30
+INCIDENT_WRITES, INCIDENT_TAGS = 4.0, 4.0  # documented in README (AWS: quotas)
 
 
 class FakeTime:
@@ -189,3 +190,19 @@ def test_throttled_answer_is_aws_shaped(moto: GatedMotoServer) -> None:
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
     client.describe_secret(SecretId=name)  # a read class with no quota set
     assert moto.throttled == {"writes": 1}
+
+
+def test_incident_mode_write_count(moto: GatedMotoServer, tmp_path: Path) -> None:
+    """``rotate --now --revoke-previous`` on a secret with a previous version in grace: the writes per secret
+    the README documents, by class (stage-changing writes and tag calls)."""
+    with created(tmp_path, moto, {}) as runtime:
+        policies = list(runtime.manifest.secrets.values())[:4]
+        runtime.engine.reconcile(policies, force=True)  # now each has AWSPREVIOUS in grace
+        moto.reset_counts()
+        outcomes = runtime.engine.reconcile(policies, force=True, revoke_previous=True)
+        calls = dict(moto.calls)
+    assert [o for o in outcomes if not o.ok] == []
+    writes = sum(calls.get(a, 0) for a in ("PutSecretValue", "UpdateSecret", "UpdateSecretVersionStage"))
+    tags = sum(calls.get(a, 0) for a in ("TagResource", "UntagResource"))
+
+    assert (writes / 4, tags / 4) == (INCIDENT_WRITES, INCIDENT_TAGS)
