@@ -36,6 +36,11 @@ Where it differs from a plain ``ThreadedMotoServer``, to behave more like AWS an
   answers like AWS for keys of moto IAM users (ids starting ``AKIA``); the dummy ``testing`` key is unaffected.
   :func:`iam_authentication` turns on moto's own signature and policy checks for a block (moto exempts
   ``sts:GetCallerIdentity`` from policies, as AWS does), so a wrong secret gets ``SignatureDoesNotMatch``.
+* Quotas (``quotas = {"writes": 10}``, classes as ``rotator_aws._quota.QUOTA_CLASS``): a class that sends more
+  than its rate answers ``ThrottlingException`` (400, "Rate exceeded") as AWS does. Each class is a bucket of
+  ``rate`` tokens refilled at ``rate``/s (AWS's throttling model: a steady ``rate``/s always passes, a burst
+  beyond the bucket does not), so the network jitter between a paced client and the server is not counted as
+  a violation. ``throttled`` counts the refusals by class.
 """
 
 from __future__ import annotations
@@ -71,6 +76,12 @@ DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+QUOTA_CLASS = {  # as rotator_aws._quota.QUOTA_CLASS (kept separate: the test server does not import rotator)
+    "PutSecretValue": "writes", "UpdateSecret": "writes", "UpdateSecretVersionStage": "writes",
+    "TagResource": "tags", "UntagResource": "tags",
+    "GetSecretValue": "get_secret_value", "DescribeSecret": "describe_secret",
+    "ListSecrets": "list_secrets", "BatchGetSecretValue": "batch_get_secret_value",
 }
 THREADS = 64  # requests in flight at once: the gate sleeps `delay` inside a request; the benchmark runs 16 clients
 TOKEN_WRITES = frozenset({"PutSecretValue", "UpdateSecret"})  # writes whose ClientRequestToken names a version
@@ -142,6 +153,9 @@ class GatedMotoServer(ThreadedMotoServer):
         self.fail: Rule | None = None
         self.throttle = 0  # the next N requests get ThrottlingException
         self.unpropagated: Counter[str] = Counter()  # access key id -> next N requests refused (IAM propagation)
+        self.quotas: dict[str, float] = {}  # quota class -> requests/s enforced (see the module docstring)
+        self.throttled: Counter[str] = Counter()  # quota class -> requests refused for exceeding it
+        self._buckets: dict[str, tuple[float, float]] = {}  # quota class -> (tokens, last refill, monotonic)
         self.calls: Counter[str] = Counter()
         self.access_keys: Counter[str] = Counter()
         self.connections = 0  # TCP connections accepted since the last reset_counts()
@@ -203,12 +217,15 @@ class GatedMotoServer(ThreadedMotoServer):
     def relax(self) -> None:
         """Back to a plain, fast, honest server with a zero call count."""
         self.delay, self.deny, self.fail, self.throttle = 0.0, None, None, 0
+        self.quotas = {}
         self.unpropagated.clear()
         self.reset_counts()
 
     def reset_counts(self) -> None:
         with self._count_lock:
             self.calls.clear()
+            self.throttled.clear()
+            self._buckets.clear()
             self.access_keys.clear()
             self.connections = 0
             self.cpu_since = time.process_time()
@@ -216,6 +233,22 @@ class GatedMotoServer(ThreadedMotoServer):
     def count(self, actions: Iterable[str] | None = None) -> int:
         with self._count_lock:
             return sum(n for a, n in self.calls.items() if actions is None or a in actions)
+
+    def _over_quota(self, action: str) -> bool:
+        """Take a token of ``action``'s quota class (under ``_count_lock``); True when there was none."""
+        quota_class = QUOTA_CLASS.get(action)
+        rate = self.quotas.get(quota_class or "")
+        if quota_class is None or not rate:
+            return False
+        now = time.monotonic()
+        tokens, last = self._buckets.get(quota_class, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        if tokens < 1:
+            self._buckets[quota_class] = (tokens, now)
+            self.throttled[quota_class] += 1
+            return True
+        self._buckets[quota_class] = (tokens - 1, now)
+        return False
 
     def _accepted(self) -> None:
         with self._count_lock:
@@ -247,6 +280,7 @@ class GatedMotoServer(ThreadedMotoServer):
             self.calls[action] += 1
             self.access_keys[key] += 1
             throttled, self.throttle = self.throttle > 0, max(0, self.throttle - 1)
+            throttled = self._over_quota(action) or throttled
             unpropagated = self.unpropagated[key] > 0
             if unpropagated:
                 self.unpropagated[key] -= 1
@@ -286,14 +320,16 @@ class GatedMotoServer(ThreadedMotoServer):
                 _precise_created_date(environ, request)
 
     def _control(self, path: str, request: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        """``/_gate/calls``: counts and the server process's CPU time; ``/_gate/set``: set ``delay``, reset."""
+        """``/_gate/calls``: counts, throttled requests by quota class and the server process's CPU time;
+        ``/_gate/set``: set ``delay`` and ``quotas``, reset the counts."""
         if path == "/_gate/set":
             self.delay = float(request.get("delay", self.delay))
+            self.quotas = {str(k): float(v) for k, v in request.get("quotas", self.quotas).items()}
             self.reset_counts()
         with self._count_lock:
             cpu = time.process_time() - self.cpu_since
-            payload = json.dumps({"calls": dict(self.calls), "cpu_s": cpu,
-                                  "connections": self.connections}).encode()
+            payload = json.dumps({"calls": dict(self.calls), "cpu_s": cpu, "connections": self.connections,
+                                  "throttled": dict(self.throttled)}).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         return [payload]
 

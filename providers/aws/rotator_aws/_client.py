@@ -30,9 +30,10 @@ from rotator.errors import (
     RotatorError,
     SecretNotFound,
 )
+from rotator_aws._quota import QuotaRegistry
 from rotator_aws.config import AwsConfig
 
-__all__ = ["POLICY_HINT", "build_client", "snake", "translate"]
+__all__ = ["POLICY_HINT", "QUOTAS", "build_client", "snake", "translate"]
 
 POLICY_HINT = "grant it to the caller (deploy/policies/aws-iam-policy.json lists what rotator needs)"
 _DENIED = frozenset({
@@ -51,6 +52,11 @@ _CHATTY = ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.
            "urllib3.connectionpool")
 
 
+# the process's token buckets, one set per account/region/endpoint: every client build_client makes for Secrets
+# Manager draws from them, so all threads and all providers aimed at one account share its quota
+QUOTAS = QuotaRegistry()
+
+
 def _quiet_botocore() -> None:
     for name in _CHATTY:
         logger = logging.getLogger(name)
@@ -59,9 +65,10 @@ def _quiet_botocore() -> None:
 
 
 def build_client(config: AwsConfig, service: str = "secretsmanager", *,
-                 keys: tuple[str, str] | None = None) -> Any:
+                 keys: tuple[str, str] | None = None, quotas: QuotaRegistry | None = QUOTAS) -> Any:
     """A thread-safe client for ``service`` (default Secrets Manager): adaptive retries, timeouts, optional
-    AssumeRole. ``keys`` (access key id, secret) replace boto3's credential chain, e.g. a managed admin key."""
+    AssumeRole. ``keys`` (access key id, secret) replace boto3's credential chain, e.g. a managed admin key.
+    A Secrets Manager client waits for a token of ``quotas`` before each HTTP attempt (None: no pacing)."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
@@ -80,9 +87,13 @@ def build_client(config: AwsConfig, service: str = "secretsmanager", *,
             connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
             max_pool_connections=config.max_pool_connections, user_agent_extra="rotator",
         )
-        return session.client(service, endpoint_url=config.endpoint_url, config=settings)
+        client = session.client(service, endpoint_url=config.endpoint_url, config=settings)
     except BotoCoreError as exc:
         raise translate(exc, action="CreateClient", name="-", endpoint=config.endpoint_url) from exc
+    if service == "secretsmanager" and quotas is not None:
+        key = (config.endpoint_url, client.meta.region_name, config.profile, config.assume_role_arn)
+        quotas.get(key, config.quotas).attach(client)
+    return client
 
 
 def _assume_role(base: Any, config: AwsConfig) -> Any:

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rotator_aws._quota import QuotaConfig
+
 __all__ = ["AwsConfig"]
 
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
@@ -36,6 +38,8 @@ class AwsConfig(BaseModel):
     connect_timeout: float = Field(default=5.0, gt=0, le=120)  # seconds
     read_timeout: float = Field(default=15.0, gt=0, le=300)  # seconds
     max_pool_connections: int = Field(default=32, ge=1, le=512)
+    # requests/s per quota class, paced client-side (defaults: AWS's published quotas)
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig)
 
     @field_validator("endpoint_url")
     @classmethod
