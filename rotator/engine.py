@@ -32,6 +32,7 @@ from rotator.hooks import run_hook
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
+from rotator.meta import KeysetMeta
 from rotator.outcome import Outcome, exit_code_for, summarise
 from rotator.plan import Action, Decision, decide, notice_key, notices_sent
 from rotator.provider import Provider, ProviderSet
@@ -243,7 +244,7 @@ class Engine:
         if action is Action.RESUME:  # an incident revoke that finds a pending attempt finishes it as a revoke
             pending = keyset.pending
             assert pending is not None
-            revoking = revoke or bool(keyset.meta.get("revoking"))
+            revoking = revoke or KeysetMeta.of(keyset).revoking is not None
             grace = timedelta(0) if revoking else policy.grace
             return self._finish(policy, keyset, pending, None, cid, grace, reason, resumed=True, revoke=revoking)
         if action is Action.DISCARD:
@@ -310,11 +311,10 @@ class Engine:
             self.targets.get(binding.target).check()  # a target that is down fails here, store unchanged
         version = self._new_version(policy, now, State.PENDING, keyset)
         grace = timedelta(0) if revoke else policy.grace
-        meta: dict[str, Any] = {"next_due": policy.schedule.due_at(now, now).isoformat()}
-        if revoke:
-            meta["revoking"] = now.isoformat()  # a crash before promote still finishes as a revoke
-            if Capability.ASSIGNS_VERSION_IDS in self._provider(policy).capabilities:
-                keyset = self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"revoking": meta["revoking"]}))
+        # a revoke is marked: a crash before promote still finishes as a revoke
+        meta = KeysetMeta.staged(policy.schedule.due_at(now, now), revoking=now if revoke else None)
+        if revoke and Capability.ASSIGNS_VERSION_IDS in self._provider(policy).capabilities:
+            keyset = self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"revoking": meta["revoking"]}))
         try:
             staged = self._provider(policy).apply(policy.ref, keyset, Stage(version, meta))
         except ConflictError:
@@ -377,7 +377,7 @@ class Engine:
             elif version.state is State.REVOKED and before.get(version.id) is not State.REVOKED:
                 self._emit(EventType.REVOKED, policy, cid, reason=reason or "revoked", old=version.id,
                            details={"consumers": list(policy.spec.consumers)})
-        clear = {k: None for k in ("failures", "last_failure_at", "last_failure", "revoking") if k in promoted.meta}
+        clear = KeysetMeta.of(promoted).cleared()
         if clear:
             self._conditional(policy, promoted, UpdateMeta(clear))
         action = "revoked" if revoke and old else ("resumed" if resumed else "rotated")
@@ -437,8 +437,8 @@ class Engine:
         assert decision.due_at is not None
         assert decision.notice is not None
         reached = {notice_key(lead) for lead in policy.notices if decision.due_at - lead <= now}
-        value = {"cycle": current.id, "sent": sorted(notices_sent(keyset) | reached)}
-        self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"notices": value}))  # a conflict: re-decide
+        changes = KeysetMeta.noticed(current.id, notices_sent(keyset) | reached)
+        self._provider(policy).apply(policy.ref, keyset, UpdateMeta(changes))  # a conflict: re-decide
         self._emit(EventType.UPCOMING, policy, cid, old=current.id, reason=f"rotation due in "
                    f"{notice_key(decision.due_at - now)}", details={"due_at": decision.due_at.isoformat(),
                                                                      "lead": notice_key(decision.notice)})
@@ -534,9 +534,8 @@ class Engine:
             keyset = self._require(policy)
             if keyset.pending is not None and keyset.pending.id == pending.id:
                 keyset = self._discard(policy, keyset, keyset.pending)
-            failures = int(keyset.meta.get("failures", 0)) + 1
-            provider.apply(policy.ref, keyset, UpdateMeta({"failures": failures, "last_failure": why[:200],
-                                                           "last_failure_at": self.clock().isoformat()}))
+            failures = KeysetMeta.of(keyset).failures + 1
+            provider.apply(policy.ref, keyset, UpdateMeta(KeysetMeta.failure(failures, why, self.clock())))
         except (ConflictError, IllegalTransition):
             pass  # another actor moved on; the failure is still reported below
         self._emit(EventType.FAILED, policy, cid, reason=why, new=pending.id)

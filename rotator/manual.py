@@ -27,6 +27,7 @@ from rotator.errors import ConflictError, OperationFailed, UsageError
 from rotator.events import Event, EventType, new_correlation_id
 from rotator.generators import MANUAL
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
+from rotator.meta import KeysetMeta
 from rotator.outcome import Outcome
 from rotator.plan import Action, Decision, notices_sent
 from rotator.schedule import format_duration
@@ -66,9 +67,9 @@ def overdue_notice(engine: Engine, policy: SecretPolicy, keyset: Keyset, decisio
     current = keyset.current
     assert current is not None
     due = decision.due_at or engine.clock()
-    sent = {"cycle": current.id, "sent": sorted(notices_sent(keyset) | {OVERDUE_KEY})}
+    sent = KeysetMeta.noticed(current.id, notices_sent(keyset) | {OVERDUE_KEY})
     # a conflict: the engine re-decides
-    engine.providers.get(policy.provider).apply(policy.ref, keyset, UpdateMeta({"notices": sent}))
+    engine.providers.get(policy.provider).apply(policy.ref, keyset, UpdateMeta(sent))
     _emit(engine, policy, EventType.OVERDUE, cid, reason=decision.detail, old=current.id,
           details={"due_at": due.isoformat(), "manual": True})
     return Outcome(policy.name, "overdue", True, f"{decision.detail}; reminder sent")
