@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from rotator.errors import ConflictError, OperationFailed, UsageError
 from rotator.keyset import Keyset
 from rotator.logs import get_logger
+from rotator.meta import KeysetMeta
 from rotator.provider import Provider, SecretRef
 from rotator.transitions import UpdateMeta
 
@@ -39,11 +40,7 @@ def acknowledged(keyset: Keyset, version_id: str | None = None) -> dict[str, str
         if current is None:
             return {}
         version_id = current.id
-    record = keyset.meta.get(ACKS)
-    if not isinstance(record, Mapping):
-        return {}
-    acks = record.get(version_id)
-    return {str(k): str(v) for k, v in acks.items()} if isinstance(acks, Mapping) else {}
+    return KeysetMeta.of(keyset).acknowledged(version_id)
 
 
 def waiting_for(consumers: Iterable[str], keyset: Keyset) -> list[str]:
@@ -57,9 +54,8 @@ def with_ack(keyset: Keyset, version_id: str, consumer: str, at: datetime) -> di
     if not consumer or len(consumer) > MAX_CONSUMER_LENGTH:
         raise ValueError(f"a consumer name must be 1 to {MAX_CONSUMER_LENGTH} characters")
     live = {v.id for v in keyset.accepted()}
-    old = keyset.meta.get(ACKS)
-    kept = {k: dict(v) for k, v in old.items() if k in live and isinstance(v, Mapping)} \
-        if isinstance(old, Mapping) else {}
+    old = KeysetMeta.of(keyset).acks or {}
+    kept = {k: dict(v) for k, v in old.items() if k in live}
     kept.setdefault(version_id, {})[consumer] = at.isoformat()
     return kept
 

@@ -18,6 +18,7 @@ from rotator.errors import IllegalTransition, UsageError
 from rotator.keyset import Keyset, KeyVersion
 from rotator.keyset import rollback as rolled_back
 from rotator.manifest import SecretPolicy
+from rotator.outcome import OutcomeAction
 from rotator.plan import decide, due_at, last_rotation
 from rotator.targeting import credential_of
 
@@ -225,7 +226,7 @@ def rollback_one(rt: Runtime, name: str, reason: str, output: str, ask: Ask) -> 
             target = _rollback_target(keyset, policy, rt.engine.clock())
             done = _undone_by(keyset.current, target)
             if done:
-                return Outcome(name, "none", True, done, keyset.current.id)
+                return Outcome(name, OutcomeAction.NONE, True, done, keyset.current.id)
             if target is not None:
                 ask(f"Roll back {name}: make {target.id[:8]} current again and retire {keyset.current.id[:8]}?")
         return rt.engine.rollback(policy, reason)

@@ -32,7 +32,8 @@ from rotator.hooks import run_hook
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
 from rotator.logs import get_logger, register_secret
 from rotator.manifest import Manifest, SecretPolicy
-from rotator.outcome import Outcome, exit_code_for, summarise
+from rotator.meta import KeysetMeta
+from rotator.outcome import Outcome, OutcomeAction, exit_code_for, summarise
 from rotator.plan import Action, Decision, decide, notice_key, notices_sent
 from rotator.provider import Provider, ProviderSet
 from rotator.target import SECRET_FIELDS, Capability, Credential, Strategy
@@ -150,17 +151,17 @@ class Engine:
                 if decision.action in _SETTLED:
                     settled = decision.next_at
                     if not done:
-                        done.append(Outcome(policy.name, str(decision.action), True, decision.detail))
+                        done.append(Outcome(policy.name, OutcomeAction.of(decision.action), True, decision.detail))
                     break
                 if decision.action is Action.ALREADY:
-                    done.append(Outcome(policy.name, "already_rotated", True, decision.detail))
+                    done.append(Outcome(policy.name, OutcomeAction.ALREADY_ROTATED, True, decision.detail))
                     break
                 if decision.action is Action.BLOCKED:
                     raise OperationFailed(f"{policy.name}: {decision.detail}",
                                           hint=f"wait, `rotator retire {policy.name}` first, or rotate with "
                                                "--revoke-previous if the older value must stop working now")
                 if dry_run:
-                    done.append(Outcome(policy.name, f"would {decision.action}", True, decision.detail))
+                    done.append(Outcome(policy.name, OutcomeAction.would(decision.action), True, decision.detail))
                     break
                 outcome = self._step(policy, keyset, decision, now, cid, reason,
                                      revoke_previous and decision.action in _FINAL)
@@ -168,17 +169,17 @@ class Engine:
                 conflicts += 1
                 if conflicts < 3:
                     continue  # someone else moved the keyset: re-read and decide again
-                done.append(Outcome(policy.name, "conflict", False, str(exc), error=exc))
+                done.append(Outcome(policy.name, OutcomeAction.CONFLICT, False, str(exc), error=exc))
                 break
             except RotatorError as exc:
                 log.warning("secret.failed", secret=policy.name, correlation_id=cid, error=str(exc),
                             exit_code=int(exc.exit_code), target=policy.binding.target if policy.binding else None)
                 if decision is not None and decision.action in _ROTATING and not isinstance(exc, VerifyFailed):
                     self._emit(EventType.FAILED, policy, cid, reason=str(exc))
-                done.append(Outcome(policy.name, "failed", False, str(exc), error=exc))
+                done.append(Outcome(policy.name, OutcomeAction.FAILED, False, str(exc), error=exc))
                 break
             done.append(outcome)
-            if not outcome.ok or outcome.action == "already_rotated" or decision.action in _FINAL or (
+            if not outcome.ok or outcome.action is OutcomeAction.ALREADY_ROTATED or decision.action in _FINAL or (
                     force and decision.action is Action.CREATE):
                 break  # a rotation (or a resumed one) leaves nothing else due: skip the extra read
         summary = summarise(policy.name, done)
@@ -206,7 +207,7 @@ class Engine:
         assert restored_version is not None
         self._emit(EventType.ROLLED_BACK, policy, cid, reason=reason, new=restored_version.id,
                    old=old.id if old else None)
-        return Outcome(policy.name, "rolled_back", True, f"{restored_version.id[:8]} is current again",
+        return Outcome(policy.name, OutcomeAction.ROLLED_BACK, True, f"{restored_version.id[:8]} is current again",
                        restored_version.id, old.id if old else None)
 
     def retire_now(self, policy: SecretPolicy, reason: str = "retired by operator") -> Outcome:
@@ -215,12 +216,12 @@ class Engine:
         keyset = self._require(policy)
         olds = keyset.previous_versions
         if not olds:
-            return Outcome(policy.name, "none", True, "nothing in grace to retire")
+            return Outcome(policy.name, OutcomeAction.NONE, True, "nothing in grace to retire")
         now = self.clock()
         for previous in olds:
             keyset = self._retire(policy, keyset, previous, now, reason, cid)
         ids = ", ".join(v.id[:8] for v in olds)
-        return Outcome(policy.name, "retired", True, f"{ids} retired", old_version=olds[0].id)
+        return Outcome(policy.name, OutcomeAction.RETIRED, True, f"{ids} retired", old_version=olds[0].id)
 
     # --- steps -----------------------------------------------------------------------------------------
 
@@ -239,11 +240,11 @@ class Engine:
             adopted = provider.apply(policy.ref, keyset, Adopt())
             current = adopted.current
             self._emit(EventType.ADOPTED, policy, cid, details={"version": current.id if current else None})
-            return Outcome(policy.name, "adopted", True, "existing value adopted as current")
+            return Outcome(policy.name, OutcomeAction.ADOPTED, True, "existing value adopted as current")
         if action is Action.RESUME:  # an incident revoke that finds a pending attempt finishes it as a revoke
             pending = keyset.pending
             assert pending is not None
-            revoking = revoke or bool(keyset.meta.get("revoking"))
+            revoking = revoke or KeysetMeta.of(keyset).revoking is not None
             grace = timedelta(0) if revoking else policy.grace
             return self._finish(policy, keyset, pending, None, cid, grace, reason, resumed=True, revoke=revoking)
         if action is Action.DISCARD:
@@ -251,18 +252,19 @@ class Engine:
             assert pending is not None
             self._discard(policy, keyset, pending)
             self._emit(EventType.DISCARDED, policy, cid, reason="stale", details={"version": pending.id})
-            return Outcome(policy.name, "discarded", True, f"stale pending {pending.id[:8]} discarded")
+            return Outcome(policy.name, OutcomeAction.DISCARDED, True, f"stale pending {pending.id[:8]} discarded")
         if action is Action.RETIRE:
             previous = keyset.get(decision.versions[0])
             why = "grace period ended" if previous.expires_at is None or previous.expires_at <= now \
                 else "every consumer acknowledged the new version"
             self._retire(policy, keyset, previous, now, why, cid)
-            return Outcome(policy.name, "retired", True, f"{previous.id[:8]} retired", old_version=previous.id)
+            return Outcome(policy.name, OutcomeAction.RETIRED, True, f"{previous.id[:8]} retired",
+                           old_version=previous.id)
         if action is Action.REVOKE:
             return self._revoke_older(policy, keyset, decision.versions, now, cid, reason)
         if action is Action.PURGE:
             provider.apply(policy.ref, keyset, Purge(now, policy.rollback_window))
-            return Outcome(policy.name, "purged", True, "retired values past the rollback window purged")
+            return Outcome(policy.name, OutcomeAction.PURGED, True, "retired values past the rollback window purged")
         if action is Action.NOTICE:
             return self._notice(policy, keyset, decision, now, cid)
         if action is Action.OVERDUE:
@@ -284,14 +286,14 @@ class Engine:
                 version.replace(promoted_at=now), {"next_due": policy.schedule.due_at(now, now).isoformat()}))
         except ConflictError:
             self._lost_create(policy, version)
-            return Outcome(policy.name, "already_rotated", True, "created by another actor")
+            return Outcome(policy.name, OutcomeAction.ALREADY_ROTATED, True, "created by another actor")
         stored = self._provider(policy).read_value(policy.ref, version.id)
         if stored is None or stored != version.value:
             raise VerifyFailed(f"{policy.name}: read-back of the first value {version.id[:8]} differs from what "
                                "was written")
         self._emit(EventType.SUCCEEDED, policy, cid, new=version.id, reason="initial value",
                    details={"initial": True, **self._target_details(policy, credential)})
-        return Outcome(policy.name, "created", True, "first value stored", version.id)
+        return Outcome(policy.name, OutcomeAction.CREATED, True, "first value stored", version.id)
 
     def _lost_create(self, policy: SecretPolicy, ours: KeyVersion) -> None:
         """Another actor created the secret first: give the target back to the winner's value."""
@@ -310,11 +312,10 @@ class Engine:
             self.targets.get(binding.target).check()  # a target that is down fails here, store unchanged
         version = self._new_version(policy, now, State.PENDING, keyset)
         grace = timedelta(0) if revoke else policy.grace
-        meta: dict[str, Any] = {"next_due": policy.schedule.due_at(now, now).isoformat()}
-        if revoke:
-            meta["revoking"] = now.isoformat()  # a crash before promote still finishes as a revoke
-            if Capability.ASSIGNS_VERSION_IDS in self._provider(policy).capabilities:
-                keyset = self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"revoking": meta["revoking"]}))
+        # a revoke is marked: a crash before promote still finishes as a revoke
+        meta = KeysetMeta.staged(policy.schedule.due_at(now, now), revoking=now if revoke else None)
+        if revoke and Capability.ASSIGNS_VERSION_IDS in self._provider(policy).capabilities:
+            keyset = self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"revoking": meta["revoking"]}))
         try:
             staged = self._provider(policy).apply(policy.ref, keyset, Stage(version, meta))
         except ConflictError:
@@ -326,7 +327,7 @@ class Engine:
                 return self._finish(policy, fresh, fresh.pending, None, cid, grace, reason, resumed=True,
                                     revoke=revoke)
             if _current_id(fresh) != _current_id(keyset):
-                return Outcome(policy.name, "already_rotated", True, "rotated by another actor meanwhile")
+                return Outcome(policy.name, OutcomeAction.ALREADY_ROTATED, True, "rotated by another actor meanwhile")
             raise
         pending = staged.pending  # the provider may store it under an id of its own (AWS: the stage token)
         assert pending is not None
@@ -355,7 +356,7 @@ class Engine:
         except ConflictError:
             fresh = self.read(policy, values=False)
             if fresh is not None and _current_id(fresh) == pending.id:
-                return Outcome(policy.name, "already_rotated", True, "promoted by another actor",
+                return Outcome(policy.name, OutcomeAction.ALREADY_ROTATED, True, "promoted by another actor",
                                pending.id, old.id if old else None)
             raise
         if not revoke:
@@ -377,12 +378,13 @@ class Engine:
             elif version.state is State.REVOKED and before.get(version.id) is not State.REVOKED:
                 self._emit(EventType.REVOKED, policy, cid, reason=reason or "revoked", old=version.id,
                            details={"consumers": list(policy.spec.consumers)})
-        clear = {k: None for k in ("failures", "last_failure_at", "last_failure", "revoking") if k in promoted.meta}
+        clear = KeysetMeta.of(promoted).cleared()
         if clear:
             self._conditional(policy, promoted, UpdateMeta(clear))
-        action = "revoked" if revoke and old else ("resumed" if resumed else "rotated")
+        action = OutcomeAction.REVOKED if revoke and old else (
+            OutcomeAction.RESUMED if resumed else OutcomeAction.ROTATED)
         outcome = Outcome(policy.name, action, True, f"{pending.id[:8]} is current", pending.id, old_id,
-                          consumers=tuple(policy.spec.consumers) if action == "revoked" else ())
+                          consumers=tuple(policy.spec.consumers) if action is OutcomeAction.REVOKED else ())
         return self._post_check(policy, pending.id, value, outcome, cid)
 
     def _verify(self, policy: SecretPolicy, pending: KeyVersion, ours: KeyVersion | None) -> SecretValue:
@@ -420,14 +422,14 @@ class Engine:
         why = f"post_check failed: {result.reason}"
         self._emit(EventType.FAILED, policy, cid, reason=why, new=version_id, old=outcome.old_version)
         if not policy.spec.auto_rollback:
-            return Outcome(policy.name, "post_check_failed", False, f"{why}; new value stays current",
+            return Outcome(policy.name, OutcomeAction.POST_CHECK_FAILED, False, f"{why}; new value stays current",
                            version_id, outcome.old_version, OperationFailed(why))
         try:
             rolled = self.rollback(policy, why)
         except IllegalTransition as exc:  # e.g. the value before was revoked: never bring it back
-            return Outcome(policy.name, "post_check_failed", False, f"{why}; not rolled back: {exc}",
+            return Outcome(policy.name, OutcomeAction.POST_CHECK_FAILED, False, f"{why}; not rolled back: {exc}",
                            version_id, outcome.old_version, OperationFailed(why))
-        return Outcome(policy.name, "rolled_back", False, f"{why}; rolled back automatically",
+        return Outcome(policy.name, OutcomeAction.ROLLED_BACK, False, f"{why}; rolled back automatically",
                        rolled.new_version, version_id, OperationFailed(why))
 
     def _notice(self, policy: SecretPolicy, keyset: Keyset, decision: Decision, now: datetime,
@@ -437,12 +439,13 @@ class Engine:
         assert decision.due_at is not None
         assert decision.notice is not None
         reached = {notice_key(lead) for lead in policy.notices if decision.due_at - lead <= now}
-        value = {"cycle": current.id, "sent": sorted(notices_sent(keyset) | reached)}
-        self._provider(policy).apply(policy.ref, keyset, UpdateMeta({"notices": value}))  # a conflict: re-decide
+        changes = KeysetMeta.noticed(current.id, notices_sent(keyset) | reached)
+        self._provider(policy).apply(policy.ref, keyset, UpdateMeta(changes))  # a conflict: re-decide
         self._emit(EventType.UPCOMING, policy, cid, old=current.id, reason=f"rotation due in "
                    f"{notice_key(decision.due_at - now)}", details={"due_at": decision.due_at.isoformat(),
                                                                      "lead": notice_key(decision.notice)})
-        return Outcome(policy.name, "noticed", True, f"announced rotation due {decision.due_at:%Y-%m-%d %H:%M}Z")
+        return Outcome(policy.name, OutcomeAction.NOTICED, True,
+                       f"announced rotation due {decision.due_at:%Y-%m-%d %H:%M}Z")
 
     def _retire(self, policy: SecretPolicy, keyset: Keyset, previous: KeyVersion, now: datetime, why: str,
                 cid: str) -> Keyset:
@@ -462,7 +465,7 @@ class Engine:
         for vid in ids:
             self._emit(EventType.REVOKED, policy, cid, reason=why, old=vid,
                        details={"consumers": list(policy.spec.consumers)})
-        return Outcome(policy.name, "revoked", True, f"rotated by another actor meanwhile; "
+        return Outcome(policy.name, OutcomeAction.REVOKED, True, f"rotated by another actor meanwhile; "
                        f"{', '.join(v[:8] for v in ids)} revoked", old_version=ids[0],
                        consumers=tuple(policy.spec.consumers))
 
@@ -534,9 +537,8 @@ class Engine:
             keyset = self._require(policy)
             if keyset.pending is not None and keyset.pending.id == pending.id:
                 keyset = self._discard(policy, keyset, keyset.pending)
-            failures = int(keyset.meta.get("failures", 0)) + 1
-            provider.apply(policy.ref, keyset, UpdateMeta({"failures": failures, "last_failure": why[:200],
-                                                           "last_failure_at": self.clock().isoformat()}))
+            failures = KeysetMeta.of(keyset).failures + 1
+            provider.apply(policy.ref, keyset, UpdateMeta(KeysetMeta.failure(failures, why, self.clock())))
         except (ConflictError, IllegalTransition):
             pass  # another actor moved on; the failure is still reported below
         self._emit(EventType.FAILED, policy, cid, reason=why, new=pending.id)

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from rotator.errors import IllegalTransition
+from rotator.meta import frozen
 
 __all__ = [
     "KeyVersion",
@@ -118,7 +119,8 @@ class Keyset:
 
     ``revision`` is the provider's opaque compare-and-set token (an integer row version, a KV version, a
     hash of AWS staging labels). ``managed`` is False for a value that exists but was not written by
-    rotator (it can be adopted). ``meta`` holds JSON-able bookkeeping such as notices sent and failures.
+    rotator (it can be adopted). ``meta`` holds JSON-able bookkeeping such as notices sent and failures, as
+    stored (an immutable mapping); read it typed with :meth:`rotator.meta.KeysetMeta.of`.
     """
 
     name: str
@@ -126,6 +128,9 @@ class Keyset:
     versions: tuple[KeyVersion, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
     managed: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", frozen(self.meta))  # nobody mutates a keyset's bookkeeping by accident
 
     def _one(self, state: State) -> KeyVersion | None:
         for version in self.versions:

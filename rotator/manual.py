@@ -27,7 +27,8 @@ from rotator.errors import ConflictError, OperationFailed, UsageError
 from rotator.events import Event, EventType, new_correlation_id
 from rotator.generators import MANUAL
 from rotator.keyset import Keyset, KeyVersion, SecretValue, State
-from rotator.outcome import Outcome
+from rotator.meta import KeysetMeta
+from rotator.outcome import Outcome, OutcomeAction
 from rotator.plan import Action, Decision, notices_sent
 from rotator.schedule import format_duration
 from rotator.transitions import Create, Discard, Promote, Stage, UpdateMeta
@@ -66,12 +67,12 @@ def overdue_notice(engine: Engine, policy: SecretPolicy, keyset: Keyset, decisio
     current = keyset.current
     assert current is not None
     due = decision.due_at or engine.clock()
-    sent = {"cycle": current.id, "sent": sorted(notices_sent(keyset) | {OVERDUE_KEY})}
+    sent = KeysetMeta.noticed(current.id, notices_sent(keyset) | {OVERDUE_KEY})
     # a conflict: the engine re-decides
-    engine.providers.get(policy.provider).apply(policy.ref, keyset, UpdateMeta({"notices": sent}))
+    engine.providers.get(policy.provider).apply(policy.ref, keyset, UpdateMeta(sent))
     _emit(engine, policy, EventType.OVERDUE, cid, reason=decision.detail, old=current.id,
           details={"due_at": due.isoformat(), "manual": True})
-    return Outcome(policy.name, "overdue", True, f"{decision.detail}; reminder sent")
+    return Outcome(policy.name, OutcomeAction.OVERDUE, True, f"{decision.detail}; reminder sent")
 
 
 def mark_rotated(engine: Engine, policy: SecretPolicy, *, reason: str, fingerprint: str | None = None,
@@ -118,7 +119,7 @@ def mark_rotated(engine: Engine, policy: SecretPolicy, *, reason: str, fingerpri
           details=details)
     shown = f" (fingerprint {fingerprint})" if fingerprint else ""
     due = policy.schedule.due_at(when, now)
-    return Outcome(name, "marked", True, f"{version.id[:8]}{shown} recorded as rotated by hand at "
+    return Outcome(name, OutcomeAction.MARKED, True, f"{version.id[:8]}{shown} recorded as rotated by hand at "
                                          f"{when:%Y-%m-%d %H:%M}Z; next due {due:%Y-%m-%d %H:%M}Z", version.id, old)
 
 

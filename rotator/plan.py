@@ -9,6 +9,7 @@ from enum import StrEnum
 from rotator.acks import waiting_for
 from rotator.keyset import Keyset, superseded_by_promote
 from rotator.manifest import SecretPolicy
+from rotator.meta import KeysetMeta
 from rotator.schedule import format_duration, parse_duration
 
 __all__ = ["Action", "Decision", "decide", "due_at", "last_rotation", "notice_key", "notices_sent"]
@@ -177,19 +178,15 @@ def _forced(policy: SecretPolicy, keyset: Keyset, now: datetime, due: datetime, 
 
 def notices_sent(keyset: Keyset) -> set[str]:
     """Lead times already announced in the current value's cycle."""
-    record = keyset.meta.get("notices")
     current = keyset.current
-    if not isinstance(record, dict) or current is None or record.get("cycle") != current.id:
-        return set()
-    return set(record.get("sent", []))
+    return set(KeysetMeta.of(keyset).notices_sent(current.id if current is not None else None))
 
 
 def _backoff_until(keyset: Keyset) -> datetime | None:
-    failures = keyset.meta.get("failures")
-    last = keyset.meta.get("last_failure_at")
-    if not failures or not last:
+    meta = KeysetMeta.of(keyset)
+    failures, last = meta.failures, meta.last_failure_at
+    if not failures or last is None:
         return None
-    exponent = min(int(failures) - 1, 16)  # 2 ** 41 minutes overflows timedelta; 2 ** 6 already exceeds the max
+    exponent = min(failures - 1, 16)  # 2 ** 41 minutes overflows timedelta; 2 ** 6 already exceeds the max
     delay: timedelta = min(timedelta(minutes=1) * 2**exponent, FAILURE_BACKOFF_MAX)
-    started: datetime = datetime.fromisoformat(str(last))
-    return started + delay
+    return last + delay

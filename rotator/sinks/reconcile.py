@@ -24,7 +24,7 @@ from rotator.errors import ExitCode, RotatorError
 from rotator.events import Event, EventType, new_correlation_id
 from rotator.keyset import Keyset, SecretValue
 from rotator.logs import get_logger, redact_text
-from rotator.outcome import Outcome
+from rotator.outcome import Outcome, OutcomeAction
 from rotator.sinks.base import Content, Delivery, Sink, SinkConfig, SinkError, build_sink
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _deliver_one(runtime: Runtime, target: _Target, keysets: dict[str, Keyset], 
                              correlation_id=new_correlation_id(),
                              details={"sink": name, "result": "delivered", "wrote": delivery.wrote,
                                       "reloaded": list(delivery.reloaded), "versions": dict(content.versions)}))
-        out.append(Outcome(policy.name, "delivered", True, delivery.describe()))
+        out.append(Outcome(policy.name, OutcomeAction.DELIVERED, True, delivery.describe()))
     return out
 
 
@@ -194,8 +194,8 @@ def _failed(runtime: Runtime, policy: SecretPolicy, sink: str, exc: SinkError) -
                   reason=message[:300], details={"sink": sink})
     _emit(runtime, event)
     error = SinkError(message, hint=exc.hint, exit_code=exc.exit_code)
-    return Outcome(policy.name, "delivery_failed", False, f"{message} (the store is unchanged; the next pass "
-                   "delivers again)", error=error)
+    return Outcome(policy.name, OutcomeAction.DELIVERY_FAILED, False,
+                   f"{message} (the store is unchanged; the next pass delivers again)", error=error)
 
 
 def _emit(runtime: Runtime, event: Event) -> None:
