@@ -39,9 +39,10 @@ class World:
 
     def __init__(self, tmp_path: Path, strategy: str, extra: str = "") -> None:
         suffix = uuid.uuid4().hex[:8]
-        text = MANIFEST.format(strategy=strategy, extra=extra).replace("store", f"store{suffix}") \
-            .replace("db:", f"db{suffix}:").replace("name: db,", f"name: db{suffix},")
-        self.target_name = f"db{suffix}"
+        # the target first: a store name ending in "db" must not be rewritten again
+        text = MANIFEST.format(strategy=strategy, extra=extra).replace("  db:", f"  tgt{suffix}:") \
+            .replace("name: db,", f"name: tgt{suffix},").replace("store", f"store{suffix}")
+        self.target_name = f"tgt{suffix}"
         self.manifest = parse_manifest(text, tmp_path / "rotation.yaml")
         self.policy = self.manifest.secret("app")
         self.clock = FakeClock()
