@@ -159,6 +159,7 @@ class GatedMotoServer(ThreadedMotoServer):
         self.calls: Counter[str] = Counter()
         self.access_keys: Counter[str] = Counter()
         self.connections = 0  # TCP connections accepted since the last reset_counts()
+        self.in_delay = self.max_in_delay = 0  # requests inside the injected delay now / at most at once
         self.cpu_since = time.process_time()  # CPU used by this process since the last reset_counts()
         self._count_lock = threading.Lock()
         self._token_lock = threading.Lock()  # PutSecretValue/UpdateSecret: token check + moto's write, atomic
@@ -290,7 +291,14 @@ class GatedMotoServer(ThreadedMotoServer):
             return _query_error(start_response, "403 Forbidden", "InvalidClientTokenId",
                                 "The security token included in the request is invalid.")
         if self.delay:
-            time.sleep(self.delay)
+            with self._count_lock:
+                self.in_delay += 1
+                self.max_in_delay = max(self.max_in_delay, self.in_delay)
+            try:
+                time.sleep(self.delay)
+            finally:
+                with self._count_lock:
+                    self.in_delay -= 1
         if self.deny is not None and self.deny(action, request):
             return _error(start_response, "400 Bad Request", "AccessDeniedException",
                           f"User: arn:aws:iam::123456789012:user/rotator-test is not authorized to perform: "

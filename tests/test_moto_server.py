@@ -61,17 +61,16 @@ def test_stop_refuses_connections_and_start_resumes_on_the_same_port(moto: Gated
 
 
 def test_concurrent_requests_are_served_concurrently(moto: GatedMotoServer) -> None:
-    """16 requests that each wait 0.2 s inside the server overlap: together they take less than the 3.2 s a
-    one-at-a-time server cannot beat (a bound from the sleeps themselves, not a speed goal)."""
+    """16 requests that each wait inside the server overlap: the server held several of them inside the delay at
+    the same moment (counted by the server, so no clock is compared)."""
     sm, name = client(moto, max_pool_connections=16), unique()
     sm.create_secret(Name=name, SecretString="v")
-    moto.delay = 0.2
+    moto.max_in_delay = 0
+    moto.delay = 0.5
     with ThreadPoolExecutor(16) as pool:
-        started = time.perf_counter()
         list(pool.map(lambda _: sm.describe_secret(SecretId=name), range(16)))
-        elapsed = time.perf_counter() - started
     assert moto.count(["DescribeSecret"]) == 16
-    assert elapsed < 16 * 0.2
+    assert moto.max_in_delay > 1
 
 
 def _error_code(caught: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
