@@ -118,8 +118,7 @@ def bind(secret: str, spec: SecretTarget, targets: Mapping[str, TargetSpec], gra
     binding = Binding(secret=secret, target=spec.name, username=spec.username, strategy=spec.strategy,
                       clone=spec.clone, options=options)
     try:
-        check_binding(targets[spec.name], binding, grace_seconds, "")
+        check_binding(targets[spec.name], binding, grace_seconds)
     except ManifestError as exc:
-        key = "strategy"
-        raise fail((*at, "target", key), exc.message.removeprefix(": ")) from None
+        raise fail((*at, "target", "strategy"), exc.message) from None
     return binding

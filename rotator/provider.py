@@ -38,10 +38,11 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from rotator._plugins import installed, load_plugin
 from rotator.circuit import Breakers
 from rotator.errors import IllegalTransition, ManifestError
 from rotator.keyset import Keyset, KeyVersion, SecretValue
@@ -216,21 +217,13 @@ class DocumentProvider(StepMethods):
 
 def installed_providers() -> dict[str, EntryPoint]:
     """Provider type names that are installed, mapped to their (not yet loaded) entry points."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return installed(ENTRY_POINT_GROUP)
 
 
 def load_provider_class(type_name: str) -> type[Provider]:
     """Import the provider class registered as ``type_name``; a clear error names what is installed."""
-    found = installed_providers()
-    if type_name not in found:
-        installed = ", ".join(sorted(found)) or "none"
-        hint = _INSTALL_HINTS.get(type_name, f"install the package that provides the '{type_name}' provider")
-        raise ManifestError(
-            f"unknown provider type '{type_name}' (installed: {installed}); to add it: {hint}"
-        )
-    cls = found[type_name].load()
-    if not isinstance(cls, type) or not hasattr(cls, "config_model"):
-        raise ManifestError(f"entry point '{type_name}' in {ENTRY_POINT_GROUP} is not a provider class")
+    cls: type[Provider] = load_plugin(ENTRY_POINT_GROUP, type_name, "provider", hints=_INSTALL_HINTS,
+                                      attrs=("config_model",), error=ManifestError)
     return cls
 
 

@@ -32,9 +32,10 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from rotator._plugins import installed, load_plugin
 from rotator.errors import ManifestError
 from rotator.keyset import SecretValue
 
@@ -238,18 +239,11 @@ class Target(Protocol):
 
 def installed_targets() -> dict[str, EntryPoint]:
     """Target type names that are installed, mapped to their (not yet loaded) entry points."""
-    return {ep.name: ep for ep in entry_points(group=TARGET_ENTRY_POINT_GROUP)}
+    return installed(TARGET_ENTRY_POINT_GROUP)
 
 
 def load_target_class(type_name: str) -> type[Target]:
     """Import the target class registered as ``type_name``; a clear error names what is installed."""
-    found = installed_targets()
-    if type_name not in found:
-        installed = ", ".join(sorted(found)) or "none"
-        hint = _INSTALL_HINTS.get(type_name, f"install the package that provides the '{type_name}' target")
-        raise ManifestError(f"unknown target type '{type_name}' (installed: {installed}); to add it: {hint}")
-    cls = found[type_name].load()
-    if not isinstance(cls, type) or not hasattr(cls, "config_model") or not hasattr(cls, "capabilities"):
-        raise ManifestError(f"entry point '{type_name}' in {TARGET_ENTRY_POINT_GROUP} is not a target class")
+    cls: type[Target] = load_plugin(TARGET_ENTRY_POINT_GROUP, type_name, "target", hints=_INSTALL_HINTS,
+                                    attrs=("config_model", "capabilities"), error=ManifestError)
     return cls
-

@@ -185,15 +185,15 @@ class TargetSet:
         self.disable(binding, [pending], [v for v in keyset.accepted() if v.id != pending.id])
 
 
-def check_binding(spec: TargetSpec, binding: Binding, grace_seconds: float, where: str) -> None:
+def check_binding(spec: TargetSpec, binding: Binding, grace_seconds: float) -> None:
     """Manifest-time checks of one secret's binding (strategy declared by the target, single means grace 0)."""
     declared = {s for s in Strategy if Capability(s.value) in spec.cls.capabilities}
     if binding.strategy not in declared:
         offered = ", ".join(sorted(declared)) or "none"
-        raise ManifestError(f"{where}: target '{spec.name}' ({spec.cls.type_name}) does not support strategy "
+        raise ManifestError(f"target '{spec.name}' ({spec.cls.type_name}) does not support strategy "
                             f"'{binding.strategy}' (it supports: {offered})")
     if binding.strategy is Strategy.SINGLE and grace_seconds > 0:
         raise ManifestError(
-            f"{where}: strategy 'single' changes the one password the identity has, so the previous value "
+            "strategy 'single' changes the one password the identity has, so the previous value "
             "stops working at once and a grace period cannot be kept: set 'grace: 0s', or use 'alternating' "
             "(two identities) or 'dual' (two credentials on one identity) to keep the grace")

@@ -18,12 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WithJsonSchema, WrapValidator
 
+from rotator._plugins import installed, load_plugin
 from rotator.errors import ExitCode, RotatorError
 from rotator.keyset import SecretValue
 from rotator.notify.config import DeliveryPolicy
@@ -136,19 +137,13 @@ class Sink(Protocol):
 
 def installed_sinks() -> dict[str, EntryPoint]:
     """Sink type names that are installed, mapped to their (not yet loaded) entry points."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return installed(ENTRY_POINT_GROUP)
 
 
 def load_sink_class(type_name: str) -> type[Sink]:
     """Import the sink class registered as ``type_name``; a clear error names what is installed."""
-    found = installed_sinks()
-    if type_name not in found:
-        installed = ", ".join(sorted(found)) or "none"
-        hint = _INSTALL_HINTS.get(type_name, f"install the package that provides the '{type_name}' sink")
-        raise ValueError(f"unknown sink type '{type_name}' (installed: {installed}); to add it: {hint}")
-    cls = found[type_name].load()
-    if not isinstance(cls, type) or not hasattr(cls, "config_model"):
-        raise ValueError(f"entry point '{type_name}' in {ENTRY_POINT_GROUP} is not a sink class")
+    cls: type[Sink] = load_plugin(ENTRY_POINT_GROUP, type_name, "sink", hints=_INSTALL_HINTS,
+                                  attrs=("config_model",), error=ValueError)
     return cls
 
 
